@@ -1,1 +1,32 @@
-fn main(){}
+//! `rudder`: one binary, one subcommand per component. Wiring only: flags in, components started.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "rudder", version, about = "A Kubernetes control plane with its own etcd-compatible, Raft-replicated store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an etcd-compatible store member (takes etcd's flags).
+    Store(Box<cmd::store::StoreArgs>),
+    /// Print version information.
+    Version,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Store(args) => cmd::store::run(*args),
+        Command::Version => {
+            println!("rudder Version: {}", env!("CARGO_PKG_VERSION"));
+            println!("etcd API Version: {}", rudder_store::server::maintenance::ETCD_VERSION);
+            Ok(())
+        }
+    }
+}

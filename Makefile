@@ -1,0 +1,44 @@
+# Rudder: `make run` starts the control plane (for now: a single-member etcd-compatible store),
+# `make test` runs every test, `make bench` compares against Debian's etcd. Each installs what is missing.
+
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= /var/tmp/rudder-target
+CARGO ?= cargo
+BIN := $(CARGO_TARGET_DIR)/release/rudder
+DATA_DIR ?= ./rudder-data
+CLIENT_URL ?= http://127.0.0.1:2379
+
+.PHONY: run test bench deps build lint unit e2e loom clean-data
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --workspace --bins
+
+run: build
+	@echo "rudder store: data in $(DATA_DIR), clients on $(CLIENT_URL) (etcdctl --endpoints=$(CLIENT_URL) ...)"
+	exec $(BIN) store --name default --data-dir $(DATA_DIR) \
+		--listen-client-urls $(CLIENT_URL) --advertise-client-urls $(CLIENT_URL)
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+# Unit, property and end-to-end tests (the e2e tests drive Debian's etcdctl against the real binary).
+unit: build
+	$(CARGO) test --release --workspace --no-fail-fast
+
+# The loom model of the watch hub, in its own target dir (different cfg, so different artifacts).
+loom: deps
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)-loom LOOM_MAX_PREEMPTIONS=2 \
+		$(CARGO) test --release -p rudder-store --lib watch::loom
+
+test: build lint unit loom
+
+bench: build
+	$(CARGO) build --release -p rudder-bench
+	$(CARGO_TARGET_DIR)/release/rudder-bench --rudder $(BIN) --out docs/benchmarks.md
+
+clean-data:
+	rm -rf $(DATA_DIR)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing Rudder needs on Debian 12, only if it is missing.
+set -euo pipefail
+
+packages=(
+  clang libclang-dev        # bindgen for librocksdb-sys
+  librocksdb-dev            # RocksDB 7.8, linked instead of building it from source
+  protobuf-compiler         # protoc for the etcd wire format
+  etcd-server etcd-client   # the anchor (etcd 3.4.23) and the etcdctl the tests drive
+  pkg-config make
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Debian starts etcd as a service where systemd runs; it would hold port 2379 that Rudder serves on.
+  if [ -d /run/systemd/system ] && systemctl is-active --quiet etcd 2>/dev/null; then
+    systemctl disable --now etcd
+  fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install the Rust toolchain (rustup, stable >= 1.85) first" >&2
+  exit 1
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt 2>/dev/null || true

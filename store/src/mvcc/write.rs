@@ -1,0 +1,157 @@
+//! A write transaction: every change of one main revision, staged in a RocksDB write batch, with reads
+//! that see the transaction's own earlier writes (as etcd's write txns do).
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use rocksdb::WriteBatch;
+use rudder_proto::etcdserverpb::RangeRequest;
+use rudder_proto::mvccpb::{event::EventType, Event, KeyValue};
+
+use super::index::{Change, KeyRange};
+use super::range::{self, Candidate, RangeOutput};
+use super::revision::Revision;
+use super::store::{Mvcc, MvccError};
+use crate::backend;
+use crate::schema::{CF_KV, CF_META, META_REVISION};
+
+pub struct WriteTxn<'a> {
+    mvcc: &'a Mvcc,
+    main: i64,
+    sub: i64,
+    pub batch: WriteBatch,
+    /// Latest state of every key this txn wrote (None = deleted).
+    pending: BTreeMap<Vec<u8>, Option<KeyValue>>,
+    changes: Vec<(Vec<u8>, Change)>,
+    events: Vec<Event>,
+}
+
+/// What a finished write txn hands back to the apply path.
+pub struct WriteOutcome {
+    pub batch: WriteBatch,
+    /// The revision after this txn (unchanged if it wrote nothing).
+    pub revision: i64,
+    pub changes: Vec<(Vec<u8>, Change)>,
+    pub events: Vec<Event>,
+}
+
+impl<'a> WriteTxn<'a> {
+    pub fn new(mvcc: &'a Mvcc) -> Self {
+        let main = mvcc.current_revision() + 1;
+        WriteTxn {
+            mvcc,
+            main,
+            sub: 0,
+            batch: WriteBatch::default(),
+            pending: BTreeMap::new(),
+            changes: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// The revision reads inside this txn observe.
+    pub fn revision(&self) -> i64 {
+        if self.has_changes() {
+            self.main
+        } else {
+            self.main - 1
+        }
+    }
+
+    /// The latest value of `key`, including this txn's writes.
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
+        if let Some(p) = self.pending.get(key) {
+            return Ok(p.clone());
+        }
+        self.mvcc.get_latest(key)
+    }
+
+    /// Writes `key` and returns its previous value.
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<Option<KeyValue>, MvccError> {
+        let prev = self.get(key)?;
+        let (create_revision, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (self.main, 1),
+        };
+        let kv = KeyValue { key: key.to_vec(), create_revision, mod_revision: self.main, version, value, lease };
+        let rev = Revision::new(self.main, self.sub);
+        self.sub += 1;
+        let cf = backend::cf(self.mvcc.db(), CF_KV)?;
+        self.batch.put_cf(cf, rev.to_key(false), kv.encode_to_vec());
+        self.changes.push((key.to_vec(), Change { rev, tombstone: false }));
+        self.events.push(Event { r#type: EventType::Put as i32, kv: Some(kv.clone()), prev_kv: prev.clone() });
+        self.pending.insert(key.to_vec(), Some(kv));
+        Ok(prev)
+    }
+
+    /// Deletes every live key in the range and returns their last values.
+    pub fn delete_range(&mut self, key: &[u8], range_end: &[u8]) -> Result<Vec<KeyValue>, MvccError> {
+        let range = KeyRange::new(key, range_end);
+        let candidates = self.candidates(&range, 0)?;
+        let view = self.mvcc.view();
+        let mut deleted = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let kv = match c {
+                Candidate::Stored(_, rev) => view.value(rev)?,
+                Candidate::Pending(kv) => kv,
+            };
+            deleted.push(kv);
+        }
+        drop(view);
+        let cf = backend::cf(self.mvcc.db(), CF_KV)?;
+        for prev in &deleted {
+            let rev = Revision::new(self.main, self.sub);
+            self.sub += 1;
+            let tomb = KeyValue { key: prev.key.clone(), ..Default::default() };
+            self.batch.put_cf(cf, rev.to_key(true), tomb.encode_to_vec());
+            self.changes.push((prev.key.clone(), Change { rev, tombstone: true }));
+            let event_kv = KeyValue { key: prev.key.clone(), mod_revision: self.main, ..Default::default() };
+            self.events.push(Event { r#type: EventType::Delete as i32, kv: Some(event_kv), prev_kv: Some(prev.clone()) });
+            self.pending.insert(prev.key.clone(), None);
+        }
+        Ok(deleted)
+    }
+
+    /// Live keys of the range at the latest revision merged with this txn's writes, in key order.
+    fn candidates(&self, range: &KeyRange<'_>, rev: i64) -> Result<Vec<Candidate>, MvccError> {
+        let (_view, stored) = self.mvcc.resolve(range, rev)?;
+        if self.pending.is_empty() || (rev > 0 && rev < self.main) {
+            return Ok(stored.into_iter().map(|(k, r)| Candidate::Stored(k, r)).collect());
+        }
+        let mut merged: BTreeMap<Vec<u8>, Candidate> =
+            stored.into_iter().map(|(k, r)| (k.clone(), Candidate::Stored(k, r))).collect();
+        for (k, v) in &self.pending {
+            if !range.contains(k) {
+                continue;
+            }
+            match v {
+                Some(kv) => merged.insert(k.clone(), Candidate::Pending(kv.clone())),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_values().collect())
+    }
+
+    /// A Range inside the txn. A revision equal to this txn's own revision reads its pending writes.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeOutput, MvccError> {
+        let own = self.has_changes() && req.revision == self.main;
+        let rev = if own { 0 } else { req.revision };
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let candidates = self.candidates(&range, rev)?;
+        let view = self.mvcc.view();
+        range::finish(req, candidates, |r| view.value(r))
+    }
+
+    pub fn finish(mut self) -> Result<WriteOutcome, MvccError> {
+        let revision = self.revision();
+        if self.has_changes() {
+            let meta = backend::cf(self.mvcc.db(), CF_META)?;
+            self.batch.put_cf(meta, META_REVISION, revision.to_be_bytes());
+        }
+        Ok(WriteOutcome { batch: self.batch, revision, changes: self.changes, events: self.events })
+    }
+}

@@ -1,0 +1,169 @@
+//! The Raft log in RocksDB, with group commit.
+//!
+//! `append` writes entries into the WAL and returns at once (they are readable); a single flusher thread
+//! fsyncs the WAL and then completes every append that was waiting, so many writes share one fsync. An
+//! entry is reported durable, and therefore can be acknowledged, only after the fsync that covers it.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+
+use super::{decode, encode, Entry, LogId, TypeConfig, Vote};
+use crate::backend;
+use crate::schema::{CF_RAFT_LOG, CF_RAFT_META, META_COMMITTED, META_LAST_PURGED, META_VOTE};
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+    flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl LogStore {
+    pub fn new(db: Arc<DB>) -> io::Result<Self> {
+        backend::cf(&db, CF_RAFT_LOG)?;
+        backend::cf(&db, CF_RAFT_META)?;
+        let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        let flush_db = db.clone();
+        std::thread::Builder::new().name("raft-log-fsync".into()).spawn(move || {
+            // Each pass drains everything queued while the previous fsync ran: that is the group commit.
+            while let Ok(first) = rx.recv() {
+                let mut waiting = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    waiting.push(more);
+                }
+                let res = flush_db.flush_wal(true).map_err(io_err);
+                for cb in waiting {
+                    cb.io_completed(res.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.to_string())));
+                }
+            }
+        })?;
+        Ok(LogStore { db, flusher: tx })
+    }
+
+    fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        let cf = backend::cf(&self.db, CF_RAFT_META)?;
+        match self.db.get_cf(cf, key).map_err(io_err)? {
+            Some(raw) => decode(&raw).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], v: &T, sync: bool) -> io::Result<()> {
+        let cf = backend::cf(&self.db, CF_RAFT_META)?;
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf, key, encode(v)?);
+        self.db.write_opt(batch, &opts).map_err(io_err)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> io::Result<Vec<Entry>> {
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let cf = backend::cf(&self.db, CF_RAFT_LOG)?;
+        let mut out = Vec::new();
+        let from = index_key(start);
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&from, Direction::Forward)) {
+            let (k, v) = item.map_err(io_err)?;
+            let index = u64::from_be_bytes(k.as_ref().try_into().map_err(io_err)?);
+            if !range.contains(&index) {
+                break;
+            }
+            out.push(decode::<Entry>(&v)?);
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        self.meta(META_VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        let cf = backend::cf(&self.db, CF_RAFT_LOG)?;
+        let last = match self.db.iterator_cf(cf, IteratorMode::End).next() {
+            Some(item) => {
+                let (_, v) = item.map_err(io_err)?;
+                Some(decode::<Entry>(&v)?.log_id)
+            }
+            None => None,
+        };
+        let last_purged_log_id: Option<LogId> = self.meta(META_LAST_PURGED)?;
+        let last_log_id = last.or_else(|| last_purged_log_id.clone());
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
+        // A vote must be on disk before it is acted on.
+        self.put_meta(META_VOTE, vote, true)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
+        self.put_meta(META_COMMITTED, &committed, false)
+    }
+
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        Ok(self.meta::<Option<LogId>>(META_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+    {
+        let cf = backend::cf(&self.db, CF_RAFT_LOG)?;
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(cf, index_key(entry.log_id.index), encode(&entry)?);
+        }
+        self.db.write(batch).map_err(io_err)?;
+        self.flusher.send(callback).map_err(|_| io::Error::other("log flusher stopped"))
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let from = last_log_id.map(|l| l.index + 1).unwrap_or(0);
+        let cf = backend::cf(&self.db, CF_RAFT_LOG)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, index_key(from), index_key(u64::MAX));
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts).map_err(io_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        // Record the purge point first: entries at or before it are ignored even if still present.
+        self.put_meta(META_LAST_PURGED, &log_id, true)?;
+        let cf = backend::cf(&self.db, CF_RAFT_LOG)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, index_key(0), index_key(log_id.index + 1));
+        self.db.write(batch).map_err(io_err)
+    }
+}
