@@ -31,8 +31,8 @@ unit: build
 
 # The loom model of the watch hub, in its own target dir (different cfg, so different artifacts).
 loom: deps
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)-loom LOOM_MAX_PREEMPTIONS=2 \
-		$(CARGO) test --release -p rudder-store --lib watch::loom
+	RUSTFLAGS="--cfg rudder_loom" CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)-loom LOOM_MAX_PREEMPTIONS=3 \
+		$(CARGO) test --release -p rudder-store --lib watch::loom_tests
 
 test: build lint unit loom
 

@@ -5,7 +5,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rudder", version, about = "A Kubernetes control plane with its own etcd-compatible, Raft-replicated store")]
+#[command(
+    name = "rudder",
+    version,
+    about = "A Kubernetes control plane with its own etcd-compatible, Raft-replicated store"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -47,10 +47,7 @@ mod tests {
             lease: 5,
             ..Default::default()
         };
-        assert_eq!(
-            req.encode_to_vec(),
-            vec![0x0a, 1, b'a', 0x12, 1, b'b', 0x18, 5]
-        );
+        assert_eq!(req.encode_to_vec(), vec![0x0a, 1, b'a', 0x12, 1, b'b', 0x18, 5]);
     }
 
     #[test]

@@ -25,7 +25,11 @@ pub struct StoreArgs {
     #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
     listen_peer_urls: String,
     /// This member's peer URLs to advertise to the rest of the cluster.
-    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
     initial_advertise_peer_urls: String,
     /// Initial cluster configuration for bootstrapping (name=peerURL,...).
     #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
@@ -58,7 +62,11 @@ pub struct StoreArgs {
     #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     election_timeout: u64,
     /// Duration of periodic watch progress notifications.
-    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m")]
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m"
+    )]
     experimental_watch_progress_notify_interval: String,
     /// Currently only supports 'debug', 'info', 'warn', 'error', 'panic', or 'fatal'.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
@@ -135,7 +143,10 @@ impl StoreArgs {
             }
         };
         if self.initial_cluster_state != "new" && self.initial_cluster_state != "existing" {
-            bail!("--initial-cluster-state: expected 'new' or 'existing', got {:?}", self.initial_cluster_state);
+            bail!(
+                "--initial-cluster-state: expected 'new' or 'existing', got {:?}",
+                self.initial_cluster_state
+            );
         }
         c.initial_cluster_token = self.initial_cluster_token.clone();
         if self.quota_backend_bytes > 0 {
@@ -146,15 +157,25 @@ impl StoreArgs {
         c.heartbeat_interval = Duration::from_millis(self.heartbeat_interval);
         c.election_timeout = Duration::from_millis(self.election_timeout);
         if self.election_timeout < 5 * self.heartbeat_interval {
-            bail!("--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]", self.election_timeout, self.heartbeat_interval);
+            bail!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout,
+                self.heartbeat_interval
+            );
         }
-        c.watch_progress_notify_interval =
-            parse_duration(&self.experimental_watch_progress_notify_interval, Duration::from_secs(1))?;
-        c.auto_compaction = match (self.auto_compaction_mode.as_str(), self.auto_compaction_retention.as_str()) {
+        c.watch_progress_notify_interval = parse_duration(
+            &self.experimental_watch_progress_notify_interval,
+            Duration::from_secs(1),
+        )?;
+        c.auto_compaction = match (
+            self.auto_compaction_mode.as_str(),
+            self.auto_compaction_retention.as_str(),
+        ) {
             (_, "0") | (_, "") => AutoCompaction::Off,
             ("periodic", r) => AutoCompaction::Periodic(parse_duration(r, Duration::from_secs(3600))?),
             ("revision", r) => AutoCompaction::Revision(
-                r.parse().with_context(|| format!("--auto-compaction-retention: expected a revision count, got {r:?}"))?,
+                r.parse()
+                    .with_context(|| format!("--auto-compaction-retention: expected a revision count, got {r:?}"))?,
             ),
             (m, _) => bail!("unknown auto-compaction-mode {m:?}"),
         };
@@ -180,7 +201,9 @@ async fn serve(config: StoreConfig) -> anyhow::Result<()> {
     let listeners = rudder_store::server::bind(&config.listen_client_urls)
         .await
         .context("binding --listen-client-urls")?;
-    let node = rudder_store::node::StoreNode::start(config.clone()).await.context("starting the store")?;
+    let node = rudder_store::node::StoreNode::start(config.clone())
+        .await
+        .context("starting the store")?;
     let router = rudder_store::server::router(node.clone());
     tracing::info!(
         name = %node.member.name,

@@ -7,10 +7,10 @@ use parking_lot::Mutex;
 use prost::Message;
 use rocksdb::WriteBatch;
 use rudder_proto::etcdserverpb::{
-    alarm_request::AlarmAction, compare, request_op, response_op, AlarmMember, AlarmRequest, AlarmResponse,
-    AlarmType, Compare, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
-    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
-    RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    alarm_request::AlarmAction, compare, request_op, response_op, AlarmMember, AlarmRequest, AlarmResponse, AlarmType,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeResponse, RequestOp,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use rudder_proto::leasepb;
 use rudder_proto::mvccpb::{Event, KeyValue};
@@ -49,22 +49,37 @@ pub struct Applier {
     sink: Arc<dyn EventSink>,
 }
 
+/// Lessor updates of one command, run only if it commits.
+type AfterCommit = Vec<Box<dyn FnOnce(&Applier)>>;
+
 /// Lease attachment changes of one command, applied to the lessor only if the command commits.
 #[derive(Default)]
 struct LeaseMoves(Vec<(i64, i64, Vec<u8>)>);
 
 fn header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader { revision, ..Default::default() })
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
 }
 
 impl Applier {
     pub fn new(mvcc: Arc<Mvcc>, lessor: Arc<Lessor>, sink: Arc<dyn EventSink>) -> Result<Self, ApplyError> {
         let meta = backend::cf(mvcc.db(), CF_META)?;
         let alarms = match mvcc.db().get_cf(meta, META_ALARMS).map_err(MvccError::from)? {
-            Some(raw) => AlarmResponse::decode(raw.as_slice()).map_err(|_| ApplyError::Malformed)?.alarms,
+            Some(raw) => {
+                AlarmResponse::decode(raw.as_slice())
+                    .map_err(|_| ApplyError::Malformed)?
+                    .alarms
+            }
             None => Vec::new(),
         };
-        Ok(Applier { mvcc, lessor, alarms: Mutex::new(alarms), sink })
+        Ok(Applier {
+            mvcc,
+            lessor,
+            alarms: Mutex::new(alarms),
+            sink,
+        })
     }
 
     pub fn has_alarm(&self, kind: AlarmType) -> bool {
@@ -85,7 +100,7 @@ impl Applier {
         };
         let mut txn = WriteTxn::new(&self.mvcc);
         let mut moves = LeaseMoves::default();
-        let mut after: Vec<Box<dyn FnOnce(&Self)>> = Vec::new();
+        let mut after: AfterCommit = Vec::new();
         let result = self.execute(op, &mut txn, &mut moves, &mut after);
         match result {
             Ok(mut res) => {
@@ -131,16 +146,18 @@ impl Applier {
 
     fn write(&self, batch: WriteBatch) -> Result<(), ApplyError> {
         // Not synced: the Raft log before it in the same WAL is, and the next synced append covers it.
-        self.mvcc.db().write(batch).map_err(|e| ApplyError::Storage(e.to_string()))
+        self.mvcc
+            .db()
+            .write(batch)
+            .map_err(|e| ApplyError::Storage(e.to_string()))
     }
 
-    #[allow(clippy::type_complexity)]
     fn execute(
         &self,
         op: Op,
         txn: &mut WriteTxn<'_>,
         moves: &mut LeaseMoves,
-        after: &mut Vec<Box<dyn FnOnce(&Self)>>,
+        after: &mut AfterCommit,
     ) -> Result<ApplyResult, ApplyError> {
         let writes_data = matches!(op, Op::Put(_) | Op::LeaseGrant(_)) || matches!(&op, Op::Txn(t) if txn_has_put(t));
         if writes_data && self.has_alarm(AlarmType::Nospace) {
@@ -182,7 +199,10 @@ impl Applier {
         if old_lease != 0 || lease != 0 {
             moves.0.push((old_lease, lease, p.key));
         }
-        Ok(PutResponse { header: None, prev_kv: if p.prev_kv { prev } else { None } })
+        Ok(PutResponse {
+            header: None,
+            prev_kv: if p.prev_kv { prev } else { None },
+        })
     }
 
     fn delete(
@@ -236,9 +256,15 @@ impl Applier {
                 }
                 None => return Err(ApplyError::Malformed),
             };
-            responses.push(ResponseOp { response: Some(response) });
+            responses.push(ResponseOp {
+                response: Some(response),
+            });
         }
-        Ok(TxnResponse { header: None, succeeded, responses })
+        Ok(TxnResponse {
+            header: None,
+            succeeded,
+            responses,
+        })
     }
 
     fn compare_all(&self, txn: &WriteTxn<'_>, compares: &[Compare]) -> Result<bool, ApplyError> {
@@ -290,18 +316,27 @@ impl Applier {
         &self,
         txn: &mut WriteTxn<'_>,
         g: LeaseGrantRequest,
-        after: &mut Vec<Box<dyn FnOnce(&Self)>>,
+        after: &mut AfterCommit,
     ) -> Result<LeaseGrantResponse, ApplyError> {
         if self.lessor.exists(g.id) {
             return Err(ApplyError::LeaseExists);
         }
         let ttl = self.lessor.effective_ttl(g.ttl);
         let cf = backend::cf(self.mvcc.db(), CF_LEASE)?;
-        let record = leasepb::Lease { id: g.id, ttl, remaining_ttl: 0 };
+        let record = leasepb::Lease {
+            id: g.id,
+            ttl,
+            remaining_ttl: 0,
+        };
         txn.batch.put_cf(cf, g.id.to_be_bytes(), record.encode_to_vec());
         let id = g.id;
         after.push(Box::new(move |a: &Self| a.lessor.grant(id, ttl)));
-        Ok(LeaseGrantResponse { header: None, id: g.id, ttl, error: String::new() })
+        Ok(LeaseGrantResponse {
+            header: None,
+            id: g.id,
+            ttl,
+            error: String::new(),
+        })
     }
 
     fn lease_revoke(
@@ -309,7 +344,7 @@ impl Applier {
         txn: &mut WriteTxn<'_>,
         r: LeaseRevokeRequest,
         moves: &mut LeaseMoves,
-        after: &mut Vec<Box<dyn FnOnce(&Self)>>,
+        after: &mut AfterCommit,
     ) -> Result<LeaseRevokeResponse, ApplyError> {
         let Some(info) = self.lessor.info(r.id, true) else {
             return Err(ApplyError::LeaseNotFound);
@@ -332,7 +367,10 @@ impl Applier {
 
     fn alarm(&self, txn: &mut WriteTxn<'_>, a: AlarmRequest) -> Result<AlarmResponse, ApplyError> {
         let mut alarms = self.alarms.lock();
-        let member = AlarmMember { member_id: a.member_id, alarm: a.alarm };
+        let member = AlarmMember {
+            member_id: a.member_id,
+            alarm: a.alarm,
+        };
         let action = AlarmAction::try_from(a.action).unwrap_or(AlarmAction::Get);
         let changed = match action {
             AlarmAction::Get => Vec::new(),
@@ -340,7 +378,7 @@ impl Applier {
                 if a.alarm == AlarmType::None as i32 || alarms.contains(&member) {
                     Vec::new()
                 } else {
-                    alarms.push(member.clone());
+                    alarms.push(member);
                     vec![member]
                 }
             }
@@ -355,13 +393,25 @@ impl Applier {
             }
         };
         let meta = backend::cf(self.mvcc.db(), CF_META)?;
-        txn.batch.put_cf(meta, META_ALARMS, AlarmResponse { header: None, alarms: alarms.clone() }.encode_to_vec());
-        let alarms = if action == AlarmAction::Get { alarms.clone() } else { changed };
+        txn.batch.put_cf(
+            meta,
+            META_ALARMS,
+            AlarmResponse {
+                header: None,
+                alarms: alarms.clone(),
+            }
+            .encode_to_vec(),
+        );
+        let alarms = if action == AlarmAction::Get {
+            alarms.clone()
+        } else {
+            changed
+        };
         Ok(AlarmResponse { header: None, alarms })
     }
 
     /// Loads every stored lease into the lessor (clocks restarted) and re-attaches their keys.
-    pub fn restore_leases(&self, attachments: Vec<(i64, Vec<u8>)>) -> Result<(), ApplyError> {
+    pub fn restore_leases(&self, attachments: crate::mvcc::LeaseAttachments) -> Result<(), ApplyError> {
         let db = self.mvcc.db();
         self.lessor.clear();
         for item in db.iterator_cf(backend::cf(db, CF_LEASE)?, rocksdb::IteratorMode::Start) {
@@ -396,7 +446,10 @@ impl Applier {
     ) -> Result<(crate::mvcc::range::RangeOutput, i64), ApplyError> {
         let range = KeyRange::new(&req.key, &req.range_end);
         let (view, entries) = self.mvcc.resolve(&range, req.revision)?;
-        let candidates = entries.into_iter().map(|(k, r)| crate::mvcc::range::Candidate::Stored(k, r)).collect();
+        let candidates = entries
+            .into_iter()
+            .map(|(k, r)| crate::mvcc::range::Candidate::Stored(k, r))
+            .collect();
         let out = crate::mvcc::range::finish(req, candidates, |r| view.value(r))?;
         Ok((out, view.revision))
     }

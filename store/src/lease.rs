@@ -38,7 +38,10 @@ fn deadline(ttl: i64) -> Instant {
 
 impl Lessor {
     pub fn new(min_ttl: i64) -> Self {
-        Lessor { min_ttl, leases: Mutex::new(HashMap::new()) }
+        Lessor {
+            min_ttl,
+            leases: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The TTL a grant of `ttl` really gets.
@@ -52,7 +55,14 @@ impl Lessor {
 
     /// Apply path: records a granted lease (restored ones too).
     pub fn grant(&self, id: i64, ttl: i64) {
-        self.leases.lock().insert(id, Lease { ttl, deadline: deadline(ttl), keys: BTreeSet::new() });
+        self.leases.lock().insert(
+            id,
+            Lease {
+                ttl,
+                deadline: deadline(ttl),
+                keys: BTreeSet::new(),
+            },
+        );
     }
 
     /// Apply path: forgets a lease and returns the keys that were attached to it.
@@ -97,7 +107,11 @@ impl Lessor {
             id,
             granted_ttl: l.ttl,
             remaining_ttl,
-            keys: if with_keys { l.keys.iter().cloned().collect() } else { Vec::new() },
+            keys: if with_keys {
+                l.keys.iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -109,7 +123,12 @@ impl Lessor {
 
     /// Leases whose deadline has passed.
     pub fn expired(&self, now: Instant) -> Vec<i64> {
-        self.leases.lock().iter().filter(|(_, l)| l.deadline <= now).map(|(id, _)| *id).collect()
+        self.leases
+            .lock()
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     pub fn clear(&self) {

@@ -4,17 +4,17 @@
 //! Owns: the Raft log and state machine, MVCC revisions and compaction, leases, the watch hub, and the gRPC
 //! services. Wire types come from `rudder-proto`; flags and process wiring live in the `rudder` binary.
 
-pub mod sync;
-pub mod watch;
 pub mod apply;
 pub mod backend;
 pub mod command;
-pub mod lease;
-pub mod mvcc;
-pub mod raft;
-pub mod schema;
 pub mod config;
 pub mod error;
+pub mod lease;
+pub mod mvcc;
 pub mod node;
+pub mod raft;
+pub mod schema;
 pub mod server;
+pub mod sync;
+pub mod watch;
 pub mod watch_feed;

@@ -68,7 +68,9 @@ pub fn cluster_id(member_ids: &[u64]) -> u64 {
 }
 
 fn url_strings(urls: &[url::Url]) -> Vec<String> {
-    urls.iter().map(|u| u.as_str().trim_end_matches('/').to_string()).collect()
+    urls.iter()
+        .map(|u| u.as_str().trim_end_matches('/').to_string())
+        .collect()
 }
 
 pub struct StoreNode {
@@ -113,7 +115,9 @@ impl StoreNode {
         let lessor = Arc::new(Lessor::new(config.min_lease_ttl()));
         let sink: Arc<dyn EventSink> = Arc::new(HubSink(hub.clone()));
         let applier = Arc::new(Applier::new(mvcc, lessor, sink).map_err(|e| StartError::Recover(e.to_string()))?);
-        applier.restore_leases(attachments).map_err(|e| StartError::Recover(e.to_string()))?;
+        applier
+            .restore_leases(attachments)
+            .map_err(|e| StartError::Recover(e.to_string()))?;
 
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
@@ -132,10 +136,18 @@ impl StoreNode {
         let raft = Raft::new(id, Arc::new(raft_config), Network, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
-            let nodes: BTreeMap<u64, BasicNode> =
-                members.iter().map(|(id, (_, urls))| (*id, BasicNode { addr: urls.join(",") })).collect();
-            raft.initialize(nodes).await.map_err(|e| StartError::Raft(e.to_string()))?;
+        if !raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?
+        {
+            let nodes: BTreeMap<u64, BasicNode> = members
+                .iter()
+                .map(|(id, (_, urls))| (*id, BasicNode { addr: urls.join(",") }))
+                .collect();
+            raft.initialize(nodes)
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
         }
         let member = Member {
             id,
@@ -198,7 +210,10 @@ impl StoreNode {
     pub fn raft_indexes(&self) -> (u64, u64) {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
-        (m.last_log_index.unwrap_or(0), m.last_applied.as_ref().map(|l| l.index).unwrap_or(0))
+        (
+            m.last_log_index.unwrap_or(0),
+            m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
+        )
     }
 
     /// Proposes one command through the log and waits for its result.
@@ -215,9 +230,11 @@ impl StoreNode {
                 ApplyResult::Error(e) => Err(StoreError::Apply(e)),
                 other => Ok(other),
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(if f.leader_id.is_some() { StoreError::LeaderChanged } else { StoreError::NoLeader })
-            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(if f.leader_id.is_some() {
+                StoreError::LeaderChanged
+            } else {
+                StoreError::NoLeader
+            }),
             Err(RaftError::APIError(e)) => Err(StoreError::Internal(e.to_string())),
             Err(RaftError::Fatal(_)) => Err(StoreError::Stopped),
         }
@@ -318,7 +335,9 @@ async fn expire_leases(node: std::sync::Weak<StoreNode>) {
 
 /// A member that becomes leader restarts every lease's clock, so leases survive leader changes.
 async fn refresh_leases_on_leadership(node: std::sync::Weak<StoreNode>) {
-    let Some(mut metrics) = node.upgrade().map(|n| n.raft.metrics()) else { return };
+    let Some(mut metrics) = node.upgrade().map(|n| n.raft.metrics()) else {
+        return;
+    };
     let mut was_leader = false;
     loop {
         let is_leader = metrics.borrow_watched().state == ServerState::Leader;
@@ -337,7 +356,9 @@ async fn refresh_leases_on_leadership(node: std::sync::Weak<StoreNode>) {
 /// etcd's auto-compaction: `periodic` keeps the given span of history (sampling revisions every tenth of
 /// it), `revision` keeps the given number of revisions (checked every 5 minutes).
 async fn auto_compact(node: std::sync::Weak<StoreNode>) {
-    let Some(mode) = node.upgrade().map(|n| n.config.auto_compaction.clone()) else { return };
+    let Some(mode) = node.upgrade().map(|n| n.config.auto_compaction.clone()) else {
+        return;
+    };
     let (every, keep_samples) = match &mode {
         AutoCompaction::Periodic(d) => ((*d / 10).max(Duration::from_secs(1)), 10usize),
         AutoCompaction::Revision(_) => (Duration::from_secs(300), 0),
@@ -363,7 +384,13 @@ async fn auto_compact(node: std::sync::Weak<StoreNode>) {
         if !node.is_leader() || target <= node.applier.mvcc.compacted_revision() || target <= 1 {
             continue;
         }
-        match node.propose(Op::Compaction(CompactionRequest { revision: target, physical: false })).await {
+        match node
+            .propose(Op::Compaction(CompactionRequest {
+                revision: target,
+                physical: false,
+            }))
+            .await
+        {
             Ok(_) => tracing::info!(revision = target, "auto-compacted"),
             Err(e) => tracing::warn!(revision = target, error = %e, "auto-compaction"),
         }

@@ -1,6 +1,6 @@
 //! The single import point for synchronisation primitives in this crate.
 //!
-//! Normal builds get `std` atomics/`Arc` and `parking_lot` locks; `--cfg loom` builds get loom's
+//! Normal builds get `std` atomics/`Arc` and `parking_lot` locks; `--cfg rudder_loom` builds get loom's
 //! model-checked versions behind the same API (locks return guards directly: no poisoning), so shared
 //! state written against this module can be explored by loom tests. Immutable data shared across threads
 //! (e.g. `Arc<dyn Trait>` handed in by callers) may keep using `std::sync::Arc`: loom's `Arc` cannot

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 //! Model-based test of the state machine: random histories of put / delete / txn / compact / lease /
 //! range-at-revision are applied to the real store (RocksDB in a temp dir, reopened at random points to
 //! model a restart) and to a small reference model; every answer must match.
@@ -115,17 +116,34 @@ impl Writer<'_> {
             value: value.to_vec(),
             lease,
         };
-        self.events.push(Event { r#type: 0, kv: Some(kv.clone()), prev_kv: prev.clone() });
+        self.events.push(Event {
+            r#type: 0,
+            kv: Some(kv.clone()),
+            prev_kv: prev.clone(),
+        });
         self.state.insert(key.to_vec(), kv);
         self.changed = true;
         Ok(prev)
     }
     fn delete(&mut self, key: &[u8], end: &[u8]) -> Vec<KeyValue> {
-        let gone: Vec<KeyValue> = self.state.values().filter(|kv| in_range(&kv.key, key, end)).cloned().collect();
+        let gone: Vec<KeyValue> = self
+            .state
+            .values()
+            .filter(|kv| in_range(&kv.key, key, end))
+            .cloned()
+            .collect();
         for kv in &gone {
             self.state.remove(&kv.key);
-            let ev = KeyValue { key: kv.key.clone(), mod_revision: self.rev, ..Default::default() };
-            self.events.push(Event { r#type: 1, kv: Some(ev), prev_kv: Some(kv.clone()) });
+            let ev = KeyValue {
+                key: kv.key.clone(),
+                mod_revision: self.rev,
+                ..Default::default()
+            };
+            self.events.push(Event {
+                r#type: 1,
+                kv: Some(ev),
+                prev_kv: Some(kv.clone()),
+            });
             self.changed = true;
         }
         gone
@@ -179,11 +197,25 @@ fn check(steps: Vec<Step>) {
             Step::Restart => real = real.restart(),
             Step::Put(k, v, l) => {
                 let lease = l.map(|l| l as i64 + 100).unwrap_or(0);
-                let got = real.apply(Cmd::Put(PutRequest { key: key(k), value: vec![v], lease, prev_kv: true, ..Default::default() }));
-                let mut w = Writer { state: model.latest(), rev: model.rev() + 1, changed: false, events: vec![], leases: &model.leases };
+                let got = real.apply(Cmd::Put(PutRequest {
+                    key: key(k),
+                    value: vec![v],
+                    lease,
+                    prev_kv: true,
+                    ..Default::default()
+                }));
+                let mut w = Writer {
+                    state: model.latest(),
+                    rev: model.rev() + 1,
+                    changed: false,
+                    events: vec![],
+                    leases: &model.leases,
+                };
                 match w.put(&key(k), &[v], lease) {
                     Ok(prev) => {
-                        let ApplyResult::Put(r) = got else { panic!("{ctx}: {got:?}") };
+                        let ApplyResult::Put(r) = got else {
+                            panic!("{ctx}: {got:?}")
+                        };
                         assert_eq!(r.prev_kv, prev, "{ctx}");
                         assert_eq!(r.header.unwrap().revision, w.rev, "{ctx}");
                         let (rev, ev, st) = (w.rev, w.events, w.state);
@@ -198,10 +230,22 @@ fn check(steps: Vec<Step>) {
             }
             Step::Delete(k, e) => {
                 let end = range_end(k, e);
-                let got = real.apply(Cmd::DeleteRange(DeleteRangeRequest { key: key(k), range_end: end.clone(), prev_kv: true }));
-                let mut w = Writer { state: model.latest(), rev: model.rev() + 1, changed: false, events: vec![], leases: &model.leases };
+                let got = real.apply(Cmd::DeleteRange(DeleteRangeRequest {
+                    key: key(k),
+                    range_end: end.clone(),
+                    prev_kv: true,
+                }));
+                let mut w = Writer {
+                    state: model.latest(),
+                    rev: model.rev() + 1,
+                    changed: false,
+                    events: vec![],
+                    leases: &model.leases,
+                };
                 let gone = w.delete(&key(k), &end);
-                let ApplyResult::DeleteRange(r) = got else { panic!("{ctx}: {got:?}") };
+                let ApplyResult::DeleteRange(r) = got else {
+                    panic!("{ctx}: {got:?}")
+                };
                 assert_eq!(r.prev_kvs, gone, "{ctx}");
                 assert_eq!(r.deleted, gone.len() as i64, "{ctx}");
                 if w.changed {
@@ -218,21 +262,46 @@ fn check(steps: Vec<Step>) {
                     target_union: Some(compare::TargetUnion::Version(v)),
                     range_end: vec![],
                 };
-                let all = RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() };
+                let all = RangeRequest {
+                    key: vec![0],
+                    range_end: vec![0],
+                    ..Default::default()
+                };
                 let req = TxnRequest {
                     compare: vec![cmp],
                     success: vec![
-                        RequestOp { request: Some(request_op::Request::RequestPut(PutRequest { key: key(k2), value: b"t".to_vec(), ..Default::default() })) },
-                        RequestOp { request: Some(request_op::Request::RequestRange(all.clone())) },
+                        RequestOp {
+                            request: Some(request_op::Request::RequestPut(PutRequest {
+                                key: key(k2),
+                                value: b"t".to_vec(),
+                                ..Default::default()
+                            })),
+                        },
+                        RequestOp {
+                            request: Some(request_op::Request::RequestRange(all.clone())),
+                        },
                     ],
                     failure: vec![
-                        RequestOp { request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest { key: key(k2), ..Default::default() })) },
-                        RequestOp { request: Some(request_op::Request::RequestRange(all)) },
+                        RequestOp {
+                            request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                                key: key(k2),
+                                ..Default::default()
+                            })),
+                        },
+                        RequestOp {
+                            request: Some(request_op::Request::RequestRange(all)),
+                        },
                     ],
                 };
                 let got = real.apply(Cmd::Txn(req));
                 let version = model.latest().get(&key(k)).map(|kv| kv.version).unwrap_or(0);
-                let mut w = Writer { state: model.latest(), rev: model.rev() + 1, changed: false, events: vec![], leases: &model.leases };
+                let mut w = Writer {
+                    state: model.latest(),
+                    rev: model.rev() + 1,
+                    changed: false,
+                    events: vec![],
+                    leases: &model.leases,
+                };
                 let ok = version == v;
                 if ok {
                     w.put(&key(k2), b"t", 0).unwrap();
@@ -240,9 +309,13 @@ fn check(steps: Vec<Step>) {
                     w.delete(&key(k2), b"");
                 }
                 let seen: Vec<KeyValue> = w.state.values().cloned().collect();
-                let ApplyResult::Txn(r) = got else { panic!("{ctx}: {got:?}") };
+                let ApplyResult::Txn(r) = got else {
+                    panic!("{ctx}: {got:?}")
+                };
                 assert_eq!(r.succeeded, ok, "{ctx}");
-                let Some(response_op::Response::ResponseRange(rr)) = &r.responses[1].response else { panic!("{ctx}") };
+                let Some(response_op::Response::ResponseRange(rr)) = &r.responses[1].response else {
+                    panic!("{ctx}")
+                };
                 assert_eq!(rr.kvs, seen, "{ctx}: a txn's range sees its own writes");
                 if w.changed {
                     let (rev, st) = (w.rev, w.state);
@@ -251,7 +324,10 @@ fn check(steps: Vec<Step>) {
                 assert_eq!(r.header.unwrap().revision, model.rev(), "{ctx}");
             }
             Step::Compact(rev) => {
-                let got = real.apply(Cmd::Compaction(CompactionRequest { revision: rev, physical: true }));
+                let got = real.apply(Cmd::Compaction(CompactionRequest {
+                    revision: rev,
+                    physical: true,
+                }));
                 if rev <= model.compacted {
                     assert_eq!(got, ApplyResult::Error(ApplyError::Compacted), "{ctx}");
                 } else if rev > model.rev() {
@@ -264,11 +340,17 @@ fn check(steps: Vec<Step>) {
             Step::Grant(l) => {
                 let id = l as i64 + 100;
                 let got = real.apply(Cmd::LeaseGrant(LeaseGrantRequest { ttl: 60, id }));
-                if model.leases.contains_key(&id) {
-                    assert_eq!(got, ApplyResult::Error(ApplyError::LeaseExists), "{ctx}");
-                } else {
-                    assert!(matches!(got, ApplyResult::LeaseGrant(ref g) if g.id == id && g.ttl == 60), "{ctx}: {got:?}");
-                    model.leases.insert(id, vec![]);
+                match model.leases.entry(id) {
+                    std::collections::btree_map::Entry::Occupied(_) => {
+                        assert_eq!(got, ApplyResult::Error(ApplyError::LeaseExists), "{ctx}")
+                    }
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        assert!(
+                            matches!(got, ApplyResult::LeaseGrant(ref g) if g.id == id && g.ttl == 60),
+                            "{ctx}: {got:?}"
+                        );
+                        slot.insert(vec![]);
+                    }
                 }
             }
             Step::Revoke(l) => {
@@ -278,9 +360,19 @@ fn check(steps: Vec<Step>) {
                     None => assert_eq!(got, ApplyResult::Error(ApplyError::LeaseNotFound), "{ctx}"),
                     Some(_) => {
                         assert!(matches!(got, ApplyResult::LeaseRevoke(_)), "{ctx}: {got:?}");
-                        let mut w = Writer { state: model.latest(), rev: model.rev() + 1, changed: false, events: vec![], leases: &model.leases };
-                        let attached: Vec<Vec<u8>> =
-                            w.state.values().filter(|kv| kv.lease == id).map(|kv| kv.key.clone()).collect();
+                        let mut w = Writer {
+                            state: model.latest(),
+                            rev: model.rev() + 1,
+                            changed: false,
+                            events: vec![],
+                            leases: &model.leases,
+                        };
+                        let attached: Vec<Vec<u8>> = w
+                            .state
+                            .values()
+                            .filter(|kv| kv.lease == id)
+                            .map(|kv| kv.key.clone())
+                            .collect();
                         for k in attached {
                             w.delete(&k, b"");
                         }
@@ -293,12 +385,22 @@ fn check(steps: Vec<Step>) {
             }
             Step::Range(k, e, rev, limit) => {
                 let end = range_end(k, e);
-                let req = RangeRequest { key: key(k), range_end: end.clone(), revision: rev, limit, ..Default::default() };
+                let req = RangeRequest {
+                    key: key(k),
+                    range_end: end.clone(),
+                    revision: rev,
+                    limit,
+                    ..Default::default()
+                };
                 let got = real.applier.range(&req);
                 match model.at(rev) {
                     Err(e) => assert_eq!(got.err(), Some(e), "{ctx}"),
                     Ok(state) => {
-                        let all: Vec<KeyValue> = state.values().filter(|kv| in_range(&kv.key, &key(k), &end)).cloned().collect();
+                        let all: Vec<KeyValue> = state
+                            .values()
+                            .filter(|kv| in_range(&kv.key, &key(k), &end))
+                            .cloned()
+                            .collect();
                         let (out, current) = got.unwrap_or_else(|e| panic!("{ctx}: {e}"));
                         assert_eq!(current, model.rev(), "{ctx}");
                         assert_eq!(out.count, all.len() as i64, "{ctx}");

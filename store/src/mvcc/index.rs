@@ -17,6 +17,8 @@ pub struct KeyIndex {
     keys: BTreeMap<Vec<u8>, Vec<Change>>,
 }
 
+type Bounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// A key range as etcd defines it: empty end = the single key; end "\0" = from key to the end.
 #[derive(Clone, Debug)]
 pub struct KeyRange<'a> {
@@ -40,7 +42,7 @@ impl<'a> KeyRange<'a> {
         key >= self.start && (self.end == [0] || key < self.end)
     }
 
-    fn bounds(&self) -> Option<(Bound<&'a [u8]>, Bound<&'a [u8]>)> {
+    fn bounds(&self) -> Option<Bounds<'a>> {
         if self.end.is_empty() {
             return Some((Bound::Included(self.start), Bound::Included(self.start)));
         }
@@ -86,11 +88,7 @@ impl KeyIndex {
     }
 
     /// Keys live at `at` inside the range, in key order, with their revision.
-    pub fn range<'s>(
-        &'s self,
-        range: &KeyRange<'_>,
-        at: i64,
-    ) -> Box<dyn Iterator<Item = (&'s [u8], Revision)> + 's> {
+    pub fn range<'s>(&'s self, range: &KeyRange<'_>, at: i64) -> Box<dyn Iterator<Item = (&'s [u8], Revision)> + 's> {
         let Some((lo, hi)) = range.bounds() else {
             return Box::new(std::iter::empty());
         };
@@ -150,7 +148,10 @@ mod tests {
         assert_eq!(ix.get(b"a", 3), Some(r(2)));
         assert_eq!(ix.get(b"a", 4), None);
         assert_eq!(ix.get(b"a", 9), Some(r(5)));
-        let all: Vec<_> = ix.range(&KeyRange::new(b"\0", b"\0"), 4).map(|(k, _)| k.to_vec()).collect();
+        let all: Vec<_> = ix
+            .range(&KeyRange::new(b"\0", b"\0"), 4)
+            .map(|(k, _)| k.to_vec())
+            .collect();
         assert_eq!(all, vec![b"b".to_vec()]);
         assert_eq!(ix.previous(b"a", r(5)), None);
         assert_eq!(ix.previous(b"a", r(4)), Some(r(2)));

@@ -10,5 +10,5 @@ mod write;
 
 pub use index::KeyRange;
 pub use revision::Revision;
-pub use store::{Mvcc, MvccError, ReadView};
+pub use store::{KeyAt, LeaseAttachments, Mvcc, MvccError, ReadView};
 pub use write::{WriteOutcome, WriteTxn};

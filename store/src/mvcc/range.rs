@@ -36,7 +36,11 @@ pub fn finish(
 ) -> Result<RangeOutput, MvccError> {
     let count = candidates.len() as i64;
     if req.count_only {
-        return Ok(RangeOutput { kvs: Vec::new(), count, more: false });
+        return Ok(RangeOutput {
+            kvs: Vec::new(),
+            count,
+            more: false,
+        });
     }
     let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
     let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
@@ -49,7 +53,8 @@ pub fn finish(
     let limit = if req.limit > 0 { req.limit as usize } else { usize::MAX };
 
     let mod_ok = |m: i64| {
-        (req.min_mod_revision == 0 || m >= req.min_mod_revision) && (req.max_mod_revision == 0 || m <= req.max_mod_revision)
+        (req.min_mod_revision == 0 || m >= req.min_mod_revision)
+            && (req.max_mod_revision == 0 || m <= req.max_mod_revision)
     };
     let mut cands: Vec<Candidate> = candidates.into_iter().filter(|c| mod_ok(c.mod_revision())).collect();
 

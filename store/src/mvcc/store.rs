@@ -34,6 +34,11 @@ impl From<rocksdb::Error> for MvccError {
     }
 }
 
+/// (lease id, key) for every live key attached to a lease.
+pub type LeaseAttachments = Vec<(i64, Vec<u8>)>;
+/// A live key and the revision of its visible version.
+pub type KeyAt = (Vec<u8>, Revision);
+
 pub(super) struct State {
     pub index: KeyIndex,
     /// The newest revision readers may see.
@@ -68,25 +73,33 @@ impl ReadView<'_> {
 }
 
 pub(crate) fn decode_i64(raw: Option<Vec<u8>>) -> i64 {
-    raw.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map(i64::from_be_bytes).unwrap_or(0)
+    raw.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(i64::from_be_bytes)
+        .unwrap_or(0)
 }
 
 impl Mvcc {
     /// Opens the store and rebuilds the key index from the history. Returns the store and, for every live
     /// key attached to a lease, the (lease, key) pair so the lessor can rebuild its attachments.
-    pub fn open(db: Arc<DB>) -> Result<(Self, Vec<(i64, Vec<u8>)>), MvccError> {
+    pub fn open(db: Arc<DB>) -> Result<(Self, LeaseAttachments), MvccError> {
         let (state, attachments) = Self::load(&db)?;
-        Ok((Mvcc { db, state: RwLock::new(state) }, attachments))
+        Ok((
+            Mvcc {
+                db,
+                state: RwLock::new(state),
+            },
+            attachments,
+        ))
     }
 
     /// Rebuilds the in-memory state after the column families were replaced (snapshot install).
-    pub fn reload(&self) -> Result<Vec<(i64, Vec<u8>)>, MvccError> {
+    pub fn reload(&self) -> Result<LeaseAttachments, MvccError> {
         let (state, attachments) = Self::load(&self.db)?;
         *self.state.write() = state;
         Ok(attachments)
     }
 
-    fn load(db: &DB) -> Result<(State, Vec<(i64, Vec<u8>)>), MvccError> {
+    fn load(db: &DB) -> Result<(State, LeaseAttachments), MvccError> {
         let kv_cf = backend::cf(db, CF_KV)?;
         let meta_cf = backend::cf(db, CF_META)?;
         let mut index = KeyIndex::default();
@@ -109,7 +122,14 @@ impl Mvcc {
         current = current.max(decode_i64(db.get_cf(meta_cf, META_REVISION)?));
         let compacted = decode_i64(db.get_cf(meta_cf, META_FINISHED_COMPACT)?);
         let attachments = leases.into_iter().map(|(k, l)| (l, k)).collect();
-        Ok((State { index, current, compacted }, attachments))
+        Ok((
+            State {
+                index,
+                current,
+                compacted,
+            },
+            attachments,
+        ))
     }
 
     pub fn db(&self) -> &Arc<DB> {
@@ -137,28 +157,36 @@ impl Mvcc {
             return Err(MvccError::FutureRevision);
         }
         if rev < state.compacted {
-            return Err(MvccError::Compacted { compact_revision: state.compacted });
+            return Err(MvccError::Compacted {
+                compact_revision: state.compacted,
+            });
         }
         Ok(rev)
     }
 
     /// Resolves the live (key, revision) pairs of a range at `rev` and pins a view to read their values.
-    pub fn resolve(
-        &self,
-        range: &KeyRange<'_>,
-        rev: i64,
-    ) -> Result<(ReadView<'_>, Vec<(Vec<u8>, Revision)>), MvccError> {
+    pub fn resolve(&self, range: &KeyRange<'_>, rev: i64) -> Result<(ReadView<'_>, Vec<KeyAt>), MvccError> {
         let state = self.state.read();
         let at = Self::check_revision(&state, rev)?;
         let entries = state.index.range(range, at).map(|(k, r)| (k.to_vec(), r)).collect();
-        let view = ReadView { revision: state.current, compacted: state.compacted, snapshot: self.db.snapshot(), db: &self.db };
+        let view = ReadView {
+            revision: state.current,
+            compacted: state.compacted,
+            snapshot: self.db.snapshot(),
+            db: &self.db,
+        };
         Ok((view, entries))
     }
 
     /// A view of the latest state, to read values by revision.
     pub fn view(&self) -> ReadView<'_> {
         let state = self.state.read();
-        ReadView { revision: state.current, compacted: state.compacted, snapshot: self.db.snapshot(), db: &self.db }
+        ReadView {
+            revision: state.current,
+            compacted: state.compacted,
+            snapshot: self.db.snapshot(),
+            db: &self.db,
+        }
     }
 
     /// The latest value of one key (used by the write path and by lease time-to-live).
@@ -183,7 +211,12 @@ impl Mvcc {
     pub(crate) fn compact_index(&self, at: i64) -> Vec<Vec<u8>> {
         let mut state = self.state.write();
         state.compacted = state.compacted.max(at);
-        state.index.compact(at).into_iter().map(|c| c.rev.to_key(c.tombstone)).collect()
+        state
+            .index
+            .compact(at)
+            .into_iter()
+            .map(|c| c.rev.to_key(c.tombstone))
+            .collect()
     }
 
     /// Events with main revision in [from, to] for keys in the range, with prev_kv, stopping at a
@@ -201,7 +234,9 @@ impl Mvcc {
             (state.compacted, self.db.snapshot())
         };
         if from < compacted {
-            return Err(MvccError::Compacted { compact_revision: compacted });
+            return Err(MvccError::Compacted {
+                compact_revision: compacted,
+            });
         }
         let cf = backend::cf(&self.db, CF_KV)?;
         let start = Revision::new(from, 0).to_key(false);
@@ -211,7 +246,9 @@ impl Mvcc {
         let mut through = to;
         for item in snapshot.iterator_cf(cf, IteratorMode::From(&start, rocksdb::Direction::Forward)) {
             let (k, v) = item?;
-            let Some((rev, tombstone)) = Revision::from_key(&k) else { continue };
+            let Some((rev, tombstone)) = Revision::from_key(&k) else {
+                continue;
+            };
             if rev.main > to {
                 break;
             }
@@ -241,7 +278,11 @@ impl Mvcc {
             } else {
                 EventType::Put
             };
-            out.push(Event { r#type: kind as i32, kv: Some(kv), prev_kv });
+            out.push(Event {
+                r#type: kind as i32,
+                kv: Some(kv),
+                prev_kv,
+            });
         }
         Ok((out, through))
     }

@@ -77,13 +77,24 @@ impl<'a> WriteTxn<'a> {
             Some(p) => (p.create_revision, p.version + 1),
             None => (self.main, 1),
         };
-        let kv = KeyValue { key: key.to_vec(), create_revision, mod_revision: self.main, version, value, lease };
+        let kv = KeyValue {
+            key: key.to_vec(),
+            create_revision,
+            mod_revision: self.main,
+            version,
+            value,
+            lease,
+        };
         let rev = Revision::new(self.main, self.sub);
         self.sub += 1;
         let cf = backend::cf(self.mvcc.db(), CF_KV)?;
         self.batch.put_cf(cf, rev.to_key(false), kv.encode_to_vec());
         self.changes.push((key.to_vec(), Change { rev, tombstone: false }));
-        self.events.push(Event { r#type: EventType::Put as i32, kv: Some(kv.clone()), prev_kv: prev.clone() });
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv.clone()),
+            prev_kv: prev.clone(),
+        });
         self.pending.insert(key.to_vec(), Some(kv));
         Ok(prev)
     }
@@ -106,11 +117,22 @@ impl<'a> WriteTxn<'a> {
         for prev in &deleted {
             let rev = Revision::new(self.main, self.sub);
             self.sub += 1;
-            let tomb = KeyValue { key: prev.key.clone(), ..Default::default() };
+            let tomb = KeyValue {
+                key: prev.key.clone(),
+                ..Default::default()
+            };
             self.batch.put_cf(cf, rev.to_key(true), tomb.encode_to_vec());
             self.changes.push((prev.key.clone(), Change { rev, tombstone: true }));
-            let event_kv = KeyValue { key: prev.key.clone(), mod_revision: self.main, ..Default::default() };
-            self.events.push(Event { r#type: EventType::Delete as i32, kv: Some(event_kv), prev_kv: Some(prev.clone()) });
+            let event_kv = KeyValue {
+                key: prev.key.clone(),
+                mod_revision: self.main,
+                ..Default::default()
+            };
+            self.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(event_kv),
+                prev_kv: Some(prev.clone()),
+            });
             self.pending.insert(prev.key.clone(), None);
         }
         Ok(deleted)
@@ -122,8 +144,10 @@ impl<'a> WriteTxn<'a> {
         if self.pending.is_empty() || (rev > 0 && rev < self.main) {
             return Ok(stored.into_iter().map(|(k, r)| Candidate::Stored(k, r)).collect());
         }
-        let mut merged: BTreeMap<Vec<u8>, Candidate> =
-            stored.into_iter().map(|(k, r)| (k.clone(), Candidate::Stored(k, r))).collect();
+        let mut merged: BTreeMap<Vec<u8>, Candidate> = stored
+            .into_iter()
+            .map(|(k, r)| (k.clone(), Candidate::Stored(k, r)))
+            .collect();
         for (k, v) in &self.pending {
             if !range.contains(k) {
                 continue;
@@ -152,6 +176,11 @@ impl<'a> WriteTxn<'a> {
             let meta = backend::cf(self.mvcc.db(), CF_META)?;
             self.batch.put_cf(meta, META_REVISION, revision.to_be_bytes());
         }
-        Ok(WriteOutcome { batch: self.batch, revision, changes: self.changes, events: self.events })
+        Ok(WriteOutcome {
+            batch: self.batch,
+            revision,
+            changes: self.changes,
+            events: self.events,
+        })
     }
 }

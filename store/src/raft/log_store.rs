@@ -38,19 +38,21 @@ impl LogStore {
         backend::cf(&db, CF_RAFT_META)?;
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
         let flush_db = db.clone();
-        std::thread::Builder::new().name("raft-log-fsync".into()).spawn(move || {
-            // Each pass drains everything queued while the previous fsync ran: that is the group commit.
-            while let Ok(first) = rx.recv() {
-                let mut waiting = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    waiting.push(more);
+        std::thread::Builder::new()
+            .name("raft-log-fsync".into())
+            .spawn(move || {
+                // Each pass drains everything queued while the previous fsync ran: that is the group commit.
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        waiting.push(more);
+                    }
+                    let res = flush_db.flush_wal(true).map_err(io_err);
+                    for cb in waiting {
+                        cb.io_completed(res.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.to_string())));
+                    }
                 }
-                let res = flush_db.flush_wal(true).map_err(io_err);
-                for cb in waiting {
-                    cb.io_completed(res.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.to_string())));
-                }
-            }
-        })?;
+            })?;
         Ok(LogStore { db, flusher: tx })
     }
 
@@ -114,8 +116,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             None => None,
         };
         let last_purged_log_id: Option<LogId> = self.meta(META_LAST_PURGED)?;
-        let last_log_id = last.or_else(|| last_purged_log_id.clone());
-        Ok(LogState { last_purged_log_id, last_log_id })
+        let last_log_id = last.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -145,7 +150,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put_cf(cf, index_key(entry.log_id.index), encode(&entry)?);
         }
         self.db.write(batch).map_err(io_err)?;
-        self.flusher.send(callback).map_err(|_| io::Error::other("log flusher stopped"))
+        self.flusher
+            .send(callback)
+            .map_err(|_| io::Error::other("log flusher stopped"))
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {

@@ -18,7 +18,10 @@ pub struct NoPeer {
 
 impl NoPeer {
     fn unreachable(&self) -> Unreachable<TypeConfig> {
-        Unreachable::new(&std::io::Error::other(format!("no transport to member {:x} in a single-member store", self.target)))
+        Unreachable::new(&std::io::Error::other(format!(
+            "no transport to member {:x} in a single-member store",
+            self.target
+        )))
     }
 }
 

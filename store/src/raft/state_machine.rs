@@ -26,10 +26,12 @@ pub struct StateMachine {
 /// Column families that make up the state machine (and therefore a snapshot).
 const STATE_CFS: &[&str] = &[CF_KV, CF_LEASE, CF_META];
 
+/// (column family index in STATE_CFS, key, value)
+type Row = (u8, Vec<u8>, Vec<u8>);
+
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
-    /// (column family index in STATE_CFS, key, value)
-    rows: Vec<(u8, Vec<u8>, Vec<u8>)>,
+    rows: Vec<Row>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -38,7 +40,10 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 
 impl StateMachine {
     pub fn new(applier: Arc<Applier>) -> Self {
-        StateMachine { applier, snapshot: Arc::new(parking_lot::Mutex::new(None)) }
+        StateMachine {
+            applier,
+            snapshot: Arc::new(parking_lot::Mutex::new(None)),
+        }
     }
 
     fn read_applied(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
@@ -67,7 +72,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let (last_log_id, last_membership) = self.read_applied()?;
         let db = self.applier.mvcc.db().clone();
-        let rows = tokio::task::spawn_blocking(move || -> io::Result<Vec<(u8, Vec<u8>, Vec<u8>)>> {
+        let rows = tokio::task::spawn_blocking(move || -> io::Result<Vec<Row>> {
             let snap = db.snapshot();
             let mut rows = Vec::new();
             for (i, name) in STATE_CFS.iter().enumerate() {
@@ -81,8 +86,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         .await
         .map_err(io_err)??;
         let bytes = encode(&SnapshotData { rows })?;
-        let snapshot = Snapshot { meta: SnapshotMeta { last_log_id, last_membership }, snapshot: Cursor::new(bytes) };
-        *self.snapshot.lock() = Some(Snapshot { meta: snapshot.meta.clone(), snapshot: snapshot.snapshot.clone() });
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_log_id,
+                last_membership,
+            },
+            snapshot: Cursor::new(bytes),
+        };
+        *self.snapshot.lock() = Some(Snapshot {
+            meta: snapshot.meta.clone(),
+            snapshot: snapshot.snapshot.clone(),
+        });
         Ok(snapshot)
     }
 }
@@ -110,7 +124,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     ApplyResult::None
                 }
                 EntryPayload::Membership(m) => {
-                    let stored = encode(&StoredMembership::new(Some(entry.log_id.clone()), m.clone()))?;
+                    let stored = encode(&StoredMembership::new(Some(entry.log_id), m.clone()))?;
                     self.applier
                         .apply_empty(|b| {
                             record(b);
@@ -145,7 +159,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         for (i, k, v) in data.rows {
-            let name = STATE_CFS.get(i as usize).ok_or_else(|| io_err("snapshot names an unknown column family"))?;
+            let name = STATE_CFS
+                .get(i as usize)
+                .ok_or_else(|| io_err("snapshot names an unknown column family"))?;
             batch.put_cf(backend::cf(&db, name)?, k, v);
         }
         let meta_cf = backend::cf(&db, CF_META)?;
@@ -157,11 +173,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         opts.set_sync(true);
         db.write_opt(batch, &opts).map_err(io_err)?;
         self.reload_lessor()?;
-        *self.snapshot.lock() = Some(Snapshot { meta: meta.clone(), snapshot });
+        *self.snapshot.lock() = Some(Snapshot {
+            meta: meta.clone(),
+            snapshot,
+        });
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
-        Ok(self.snapshot.lock().as_ref().map(|s| Snapshot { meta: s.meta.clone(), snapshot: s.snapshot.clone() }))
+        Ok(self.snapshot.lock().as_ref().map(|s| Snapshot {
+            meta: s.meta.clone(),
+            snapshot: s.snapshot.clone(),
+        }))
     }
 }

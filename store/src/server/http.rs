@@ -20,7 +20,11 @@ pub async fn health(State(node): State<Arc<StoreNode>>) -> impl IntoResponse {
         (true, String::new())
     };
     let body = format!("{{\"health\":\"{ok}\",\"reason\":\"{reason}\"}}");
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
@@ -37,22 +41,95 @@ pub async fn metrics(State(node): State<Arc<StoreNode>>) -> impl IntoResponse {
     let db = node.applier.mvcc.db();
     let (last, applied) = node.raft_indexes();
     let mvcc = &node.applier.mvcc;
-    gauge(&reg, "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", node.leader().is_some() as i64);
-    gauge(&reg, "etcd_server_is_leader", "Whether or not this member is a leader.", node.is_leader() as i64);
-    gauge(&reg, "etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", last as i64);
-    gauge(&reg, "etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", applied as i64);
-    gauge(&reg, "etcd_server_proposals_pending", "The current number of pending proposals to commit.", last.saturating_sub(applied) as i64);
-    gauge(&reg, "etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.", node.config.quota_backend_bytes as i64);
-    gauge(&reg, "etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", crate::backend::db_size(db) as i64);
-    gauge(&reg, "etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.", crate::backend::db_size_in_use(db) as i64);
-    gauge(&reg, "etcd_debugging_mvcc_keys_total", "Total number of keys.", mvcc.key_count() as i64);
-    gauge(&reg, "etcd_debugging_mvcc_current_revision", "The current revision of store.", mvcc.current_revision());
-    gauge(&reg, "etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.", mvcc.compacted_revision());
-    gauge(&reg, "etcd_debugging_lease_granted_total", "The number of leases held.", node.applier.lessor.ids().len() as i64);
-    gauge(&reg, "etcd_server_id", "Member id of this member (as a gauge value).", (node.member.id >> 1) as i64);
+    gauge(
+        &reg,
+        "etcd_server_has_leader",
+        "Whether or not a leader exists. 1 is existence, 0 is not.",
+        node.leader().is_some() as i64,
+    );
+    gauge(
+        &reg,
+        "etcd_server_is_leader",
+        "Whether or not this member is a leader.",
+        node.is_leader() as i64,
+    );
+    gauge(
+        &reg,
+        "etcd_server_proposals_committed_total",
+        "The total number of consensus proposals committed.",
+        last as i64,
+    );
+    gauge(
+        &reg,
+        "etcd_server_proposals_applied_total",
+        "The total number of consensus proposals applied.",
+        applied as i64,
+    );
+    gauge(
+        &reg,
+        "etcd_server_proposals_pending",
+        "The current number of pending proposals to commit.",
+        last.saturating_sub(applied) as i64,
+    );
+    gauge(
+        &reg,
+        "etcd_server_quota_backend_bytes",
+        "Current backend storage quota size in bytes.",
+        node.config.quota_backend_bytes as i64,
+    );
+    gauge(
+        &reg,
+        "etcd_mvcc_db_total_size_in_bytes",
+        "Total size of the underlying database physically allocated in bytes.",
+        crate::backend::db_size(db) as i64,
+    );
+    gauge(
+        &reg,
+        "etcd_mvcc_db_total_size_in_use_in_bytes",
+        "Total size of the underlying database logically in use in bytes.",
+        crate::backend::db_size_in_use(db) as i64,
+    );
+    gauge(
+        &reg,
+        "etcd_debugging_mvcc_keys_total",
+        "Total number of keys.",
+        mvcc.key_count() as i64,
+    );
+    gauge(
+        &reg,
+        "etcd_debugging_mvcc_current_revision",
+        "The current revision of store.",
+        mvcc.current_revision(),
+    );
+    gauge(
+        &reg,
+        "etcd_debugging_mvcc_compact_revision",
+        "The revision of the last compaction in store.",
+        mvcc.compacted_revision(),
+    );
+    gauge(
+        &reg,
+        "etcd_debugging_lease_granted_total",
+        "The number of leases held.",
+        node.applier.lessor.ids().len() as i64,
+    );
+    gauge(
+        &reg,
+        "etcd_server_id",
+        "Member id of this member (as a gauge value).",
+        (node.member.id >> 1) as i64,
+    );
     let mut buf = Vec::new();
     if TextEncoder::new().encode(&reg.gather(), &mut buf).is_err() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], Vec::new());
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            Vec::new(),
+        );
     }
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf)
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        buf,
+    )
 }

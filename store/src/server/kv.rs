@@ -26,7 +26,10 @@ fn unexpected(r: ApplyResult) -> Status {
 
 impl KvService {
     fn stamp(&self, h: &mut Option<rudder_proto::etcdserverpb::ResponseHeader>) {
-        let revision = h.as_ref().map(|h| h.revision).unwrap_or_else(|| self.node.applier.mvcc.current_revision());
+        let revision = h
+            .as_ref()
+            .map(|h| h.revision)
+            .unwrap_or_else(|| self.node.applier.mvcc.current_revision());
         *h = Some(self.node.header(revision));
     }
 }
@@ -77,10 +80,8 @@ fn collect_writes(
 ) -> Result<(), StoreError> {
     for op in ops {
         match &op.request {
-            Some(request_op::Request::RequestPut(p)) => {
-                if !puts.insert(p.key.clone()) {
-                    return Err(StoreError::DuplicateKey);
-                }
+            Some(request_op::Request::RequestPut(p)) if !puts.insert(p.key.clone()) => {
+                return Err(StoreError::DuplicateKey);
             }
             Some(request_op::Request::RequestDeleteRange(d)) => deletes.push((d.key.clone(), d.range_end.clone())),
             Some(request_op::Request::RequestTxn(t)) => {

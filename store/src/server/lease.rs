@@ -53,7 +53,9 @@ impl Lease for LeaseService {
                 r.header = Some(self.node.header(self.node.applier.mvcc.current_revision()));
                 Ok(Response::new(r))
             }
-            other => Err(Status::unknown(format!("etcdserver: unexpected apply result {other:?}"))),
+            other => Err(Status::unknown(format!(
+                "etcdserver: unexpected apply result {other:?}"
+            ))),
         }
     }
 
@@ -68,7 +70,9 @@ impl Lease for LeaseService {
                 r.header = Some(self.node.header(revision));
                 Ok(Response::new(r))
             }
-            other => Err(Status::unknown(format!("etcdserver: unexpected apply result {other:?}"))),
+            other => Err(Status::unknown(format!(
+                "etcdserver: unexpected apply result {other:?}"
+            ))),
         }
     }
 
@@ -120,13 +124,29 @@ impl Lease for LeaseService {
                 keys: info.keys,
             },
             // etcd answers an unknown lease with TTL -1 rather than an error.
-            None => LeaseTimeToLiveResponse { header, id: req.id, ttl: -1, granted_ttl: 0, keys: Vec::new() },
+            None => LeaseTimeToLiveResponse {
+                header,
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
         };
         Ok(Response::new(resp))
     }
 
-    async fn lease_leases(&self, _request: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
-        let leases = self.node.applier.lessor.ids().into_iter().map(|id| LeaseStatus { id }).collect();
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let leases = self
+            .node
+            .applier
+            .lessor
+            .ids()
+            .into_iter()
+            .map(|id| LeaseStatus { id })
+            .collect();
         Ok(Response::new(LeaseLeasesResponse {
             header: Some(self.node.header(self.node.applier.mvcc.current_revision())),
             leases,

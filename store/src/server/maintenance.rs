@@ -9,8 +9,8 @@ use rocksdb::IteratorMode;
 use rudder_proto::etcdserverpb::maintenance_server::Maintenance;
 use rudder_proto::etcdserverpb::{
     alarm_request::AlarmAction, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
-    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
-    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -48,14 +48,19 @@ impl Maintenance for MaintenanceService {
         let req = request.into_inner();
         if req.action == AlarmAction::Get as i32 {
             let alarms = self.node.applier.alarms.lock().clone();
-            return Ok(Response::new(AlarmResponse { header: self.header(), alarms }));
+            return Ok(Response::new(AlarmResponse {
+                header: self.header(),
+                alarms,
+            }));
         }
         match self.node.propose(Op::Alarm(req)).await? {
             ApplyResult::Alarm(mut r) => {
                 r.header = self.header();
                 Ok(Response::new(r))
             }
-            other => Err(Status::unknown(format!("etcdserver: unexpected apply result {other:?}"))),
+            other => Err(Status::unknown(format!(
+                "etcdserver: unexpected apply result {other:?}"
+            ))),
         }
     }
 
@@ -81,7 +86,6 @@ impl Maintenance for MaintenanceService {
             errors,
             db_size_in_use: backend::db_size_in_use(db) as i64,
             is_learner: false,
-            ..Default::default()
         }))
     }
 
@@ -105,7 +109,10 @@ impl Maintenance for MaintenanceService {
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         let (hash, _) = self.hash_history(i64::MAX).map_err(Status::from)?;
-        Ok(Response::new(HashResponse { header: self.header(), hash }))
+        Ok(Response::new(HashResponse {
+            header: self.header(),
+            hash,
+        }))
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
@@ -131,7 +138,9 @@ impl Maintenance for MaintenanceService {
     type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
     async fn snapshot(&self, _request: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented("etcdserver: snapshot streaming is not available on this member yet"))
+        Err(Status::unimplemented(
+            "etcdserver: snapshot streaming is not available on this member yet",
+        ))
     }
 
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
@@ -143,7 +152,9 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn downgrade(&self, _request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
-        Err(Status::failed_precondition("etcdserver: cluster version downgrade is not supported"))
+        Err(Status::failed_precondition(
+            "etcdserver: cluster version downgrade is not supported",
+        ))
     }
 }
 

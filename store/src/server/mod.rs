@@ -30,7 +30,9 @@ pub fn router(node: Arc<StoreNode>) -> axum::Router {
     let limit = node.config.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(async move {
-        health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
     });
     let watch = watch::WatchService::new(
         node.hub.clone(),
@@ -44,9 +46,12 @@ pub fn router(node: Arc<StoreNode>) -> axum::Router {
         .add_service(KvServer::new(kv::KvService { node: node.clone() }).max_decoding_message_size(limit))
         .add_service(LeaseServer::new(lease::LeaseService { node: node.clone() }).max_decoding_message_size(limit))
         .add_service(
-            MaintenanceServer::new(maintenance::MaintenanceService { node: node.clone() }).max_decoding_message_size(limit),
+            MaintenanceServer::new(maintenance::MaintenanceService { node: node.clone() })
+                .max_decoding_message_size(limit),
         )
-        .add_service(ClusterServer::new(cluster::ClusterService { node: node.clone() }).max_decoding_message_size(limit))
+        .add_service(
+            ClusterServer::new(cluster::ClusterService { node: node.clone() }).max_decoding_message_size(limit),
+        )
         .add_service(AuthServer::new(auth::AuthService { node: node.clone() }).max_decoding_message_size(limit))
         .add_service(health_service);
     let http = axum::Router::new()
@@ -61,11 +66,22 @@ pub async fn bind(urls: &[url::Url]) -> std::io::Result<Vec<TcpListener>> {
     let mut out = Vec::new();
     for u in urls {
         let host = u.host_str().unwrap_or("127.0.0.1");
-        let host = if host == "localhost" { "127.0.0.1" } else { host.trim_start_matches('[').trim_end_matches(']') };
+        let host = if host == "localhost" {
+            "127.0.0.1"
+        } else {
+            host.trim_start_matches('[').trim_end_matches(']')
+        };
         let port = u.port_or_known_default().unwrap_or(2379);
-        let addr: SocketAddr = format!("{}:{port}", if host.contains(':') { format!("[{host}]") } else { host.to_string() })
-            .parse()
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("listen URL {u}: {e}")))?;
+        let addr: SocketAddr = format!(
+            "{}:{port}",
+            if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.to_string()
+            }
+        )
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("listen URL {u}: {e}")))?;
         out.push(TcpListener::bind(addr).await?);
     }
     Ok(out)
@@ -89,7 +105,10 @@ pub async fn serve(listener: TcpListener, router: axum::Router) -> std::io::Resu
         tokio::spawn(async move {
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http2().max_concurrent_streams(None).adaptive_window(true);
-            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await {
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "client connection ended");
             }
         });

@@ -112,7 +112,12 @@ fn read(shared: &Shared, job: &Job) -> Outcome {
             Outcome::Cancel(cancel(job.watch_id, "etcdserver: watch history read made no progress"))
         }
         Err(HistoryError::Compacted(compact_revision)) => {
-            debug!(watch_id = job.watch_id, from = job.from, compact_revision, "watch compacted");
+            debug!(
+                watch_id = job.watch_id,
+                from = job.from,
+                compact_revision,
+                "watch compacted"
+            );
             // etcd answers this with header revision 0.
             Outcome::Cancel(Outgoing::control(
                 WatchResponse {

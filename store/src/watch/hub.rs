@@ -138,10 +138,8 @@ impl StreamEntry {
         // Like etcd: the response goes out through one of the stream's watchers, so a stream
         // without watchers gets none.
         if !self.watchers.is_empty() {
-            self.queue.push_control(Outgoing::control(
-                progress_response(INVALID_WATCH_ID),
-                current,
-            ));
+            self.queue
+                .push_control(Outgoing::control(progress_response(INVALID_WATCH_ID), current));
         }
     }
 
@@ -201,9 +199,7 @@ impl HubState {
         let state = if start > current {
             SyncState::Synced { min_rev: start }
         } else {
-            SyncState::Unsynced {
-                next_rev: start.max(1),
-            }
+            SyncState::Unsynced { next_rev: start.max(1) }
         };
         // Queued before the watcher exists, so nothing for `id` can overtake it.
         entry.queue.push_control(Outgoing::control(
@@ -358,11 +354,7 @@ impl WatchHub {
         Self::with_config(history, current_revision, HubConfig::default())
     }
 
-    pub fn with_config(
-        history: std::sync::Arc<dyn EventHistory>,
-        current_revision: i64,
-        config: HubConfig,
-    ) -> Self {
+    pub fn with_config(history: std::sync::Arc<dyn EventHistory>, current_revision: i64, config: HubConfig) -> Self {
         Self {
             shared: Arc::new(Shared {
                 history,

@@ -22,7 +22,7 @@ mod stream;
 #[cfg(all(test, rudder_loom))]
 mod loom_tests;
 #[cfg(all(test, not(rudder_loom)))]
-mod tests;
+pub(crate) mod tests;
 
 use rudder_proto::etcdserverpb::ResponseHeader;
 use rudder_proto::mvccpb::Event;

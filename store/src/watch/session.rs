@@ -58,7 +58,10 @@ where
 {
     let stream = Arc::new(hub.open_stream());
     let reader = tokio::spawn(read_requests(stream.clone(), inbound));
-    let base = config.progress_notify_interval.max(Duration::from_millis(1));
+    // Clamped so the jitter and deadline arithmetic below cannot overflow.
+    let base = config
+        .progress_notify_interval
+        .clamp(Duration::from_millis(1), Duration::from_secs(365 * 24 * 3600));
     let interval = base + base.mul_f64(rand::random::<f64>() / 10.0);
     let session = Session {
         stream,
@@ -151,8 +154,7 @@ impl Session {
         let mut resp = out.response;
         resp.header = Some(self.headers.header(out.header_revision));
         if out.fragment {
-            self.pending
-                .extend(fragment_response(resp, self.max_response_bytes));
+            self.pending.extend(fragment_response(resp, self.max_response_bytes));
         } else {
             self.pending.push_back(resp);
         }

@@ -85,6 +85,8 @@ impl Drop for WatchStream {
 
 impl std::fmt::Debug for WatchStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WatchStream").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("WatchStream")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }

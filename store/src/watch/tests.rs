@@ -10,8 +10,7 @@ use parking_lot::Mutex;
 use rudder_proto::etcdserverpb::watch_create_request::FilterType;
 use rudder_proto::etcdserverpb::watch_request::RequestUnion;
 use rudder_proto::etcdserverpb::{
-    ResponseHeader, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
-    WatchResponse,
+    ResponseHeader, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use rudder_proto::mvccpb::event::EventType;
 use rudder_proto::mvccpb::{Event, KeyValue};
@@ -24,7 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Test double: every revision kept in memory, optional compaction point.
 #[derive(Default)]
-struct MemHistory {
+pub(crate) struct MemHistory {
     inner: Mutex<MemInner>,
 }
 
@@ -32,6 +31,13 @@ struct MemHistory {
 struct MemInner {
     revisions: Vec<Arc<RevisionEvents>>,
     compacted: i64,
+}
+
+impl MemHistory {
+    /// Appends a revision (call before publishing it).
+    pub(crate) fn push(&self, batch: Arc<RevisionEvents>) {
+        self.inner.lock().revisions.push(batch);
+    }
 }
 
 impl EventHistory for MemHistory {
@@ -47,9 +53,8 @@ impl EventHistory for MemHistory {
         if from <= inner.compacted {
             return Err(HistoryError::Compacted(inner.compacted));
         }
-        let range = KeyRange::from_request(key, range_end).ok_or_else(|| {
-            HistoryError::Storage("empty range".into())
-        })?;
+        let range =
+            KeyRange::from_request(key, range_end).ok_or_else(|| HistoryError::Storage("empty range".into()))?;
         let mut batch = HistoryBatch {
             events: Vec::new(),
             through: to,
@@ -60,9 +65,10 @@ impl EventHistory for MemHistory {
             .iter()
             .filter(|r| r.revision >= from && r.revision <= to)
         {
-            let matching = rev.events.iter().filter(|ev| {
-                ev.kv.as_ref().is_some_and(|kv| range.contains(&kv.key))
-            });
+            let matching = rev
+                .events
+                .iter()
+                .filter(|ev| ev.kv.as_ref().is_some_and(|kv| range.contains(&kv.key)));
             batch.events.extend(matching.cloned());
             scanned += 1;
             if scanned == max_revisions {
@@ -74,7 +80,7 @@ impl EventHistory for MemHistory {
     }
 }
 
-struct TestHeaders;
+pub(crate) struct TestHeaders;
 
 impl HeaderSource for TestHeaders {
     fn header(&self, revision: i64) -> ResponseHeader {
@@ -145,7 +151,7 @@ impl Store {
             revision: self.rev,
             events,
         });
-        self.history.inner.lock().revisions.push(batch.clone());
+        self.history.push(batch.clone());
         self.hub.publish(batch);
         self.rev
     }
@@ -243,7 +249,13 @@ fn keys(resp: &WatchResponse) -> Vec<Vec<u8>> {
 
 /// Collects event revisions until `last` is reached, checking each revision comes in one response.
 async fn collect_until(client: &mut Client, watch_id: i64, last: i64) -> Vec<i64> {
+    collect_responses(client, watch_id, last).await.0
+}
+
+/// [`collect_until`], also returning how many responses carried them.
+async fn collect_responses(client: &mut Client, watch_id: i64, last: i64) -> (Vec<i64>, usize) {
     let mut seen = Vec::new();
+    let mut responses = 0;
     while seen.last().is_none_or(|r| *r < last) {
         let resp = client.next().await;
         assert_eq!(resp.watch_id, watch_id);
@@ -256,8 +268,9 @@ async fn collect_until(client: &mut Client, watch_id: i64, last: i64) -> Vec<i64
         let header = resp.header.as_ref().map_or(0, |h| h.revision);
         assert!(revs.last().is_none_or(|r| *r <= header), "header behind events");
         seen.extend(revs);
+        responses += 1;
     }
-    seen
+    (seen, responses)
 }
 
 #[tokio::test]
@@ -440,10 +453,7 @@ async fn large_responses_are_fragmented_when_asked() {
     let ops: Vec<(EventType, Vec<u8>)> = (0..10)
         .map(|i| (EventType::Put, format!("k{i}").into_bytes()))
         .collect();
-    let ops: Vec<(EventType, &[u8], &[u8])> = ops
-        .iter()
-        .map(|(t, k)| (*t, k.as_slice(), value.as_slice()))
-        .collect();
+    let ops: Vec<(EventType, &[u8], &[u8])> = ops.iter().map(|(t, k)| (*t, k.as_slice(), value.as_slice())).collect();
     let rev = store.txn(&ops);
 
     let mut pieces = Vec::new();
@@ -491,9 +501,13 @@ async fn slow_consumer_does_not_block_publish_or_others() {
     let store = writer.await.expect("writer");
     assert!(started.elapsed() < TIMEOUT);
 
-    // The slow watcher catches up from history, exactly once and in order.
-    let seen = collect_until(&mut slow, slow_id, 2001).await;
+    // The slow watcher catches up from history, exactly once and in order, in multi-revision batches.
+    let (seen, responses) = collect_responses(&mut slow, slow_id, 2001).await;
     assert_eq!(seen, (2..=2001).collect::<Vec<_>>());
+    assert!(
+        responses < 2000 / 10,
+        "expected catch-up batches, got {responses} responses"
+    );
     slow.expect_silence().await;
     drop(store);
 }
@@ -566,7 +580,10 @@ async fn client_chosen_ids_and_duplicates() {
     let dup = client.next().await;
     assert!(dup.created && dup.canceled);
     assert_eq!(dup.watch_id, -1);
-    assert_eq!(dup.cancel_reason, "mvcc: duplicate watch ID provided on the WatchStream");
+    assert_eq!(
+        dup.cancel_reason,
+        "mvcc: duplicate watch ID provided on the WatchStream"
+    );
     // Automatic ids skip ids in use.
     client.create(watch(b"a", b"", 0));
     assert_eq!(client.created().await, 0);
@@ -639,10 +656,7 @@ async fn restore_replays_from_history() {
     client.create(watch(b"a", b"", 0));
     let id = client.created().await;
     // Revisions 2..=4 appear in history without being published (snapshot install).
-    let hub = std::mem::replace(
-        &mut store.hub,
-        WatchHub::new(Arc::new(MemHistory::default()), 1),
-    );
+    let hub = std::mem::replace(&mut store.hub, WatchHub::new(Arc::new(MemHistory::default()), 1));
     for _ in 0..3 {
         store.put(b"a", b"v");
     }
