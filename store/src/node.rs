@@ -81,6 +81,9 @@ pub struct StoreNode {
     pub applier: Arc<Applier>,
     pub hub: WatchHub,
     reads: Arc<ReadBatcher>,
+    /// Database size, refreshed in the background: the quota check runs on every write and RocksDB's
+    /// size properties are too slow to read that often.
+    db_size: std::sync::atomic::AtomicU64,
     pub started: Instant,
 }
 
@@ -159,6 +162,7 @@ impl StoreNode {
             member,
             cluster_id: cluster,
             reads: Arc::new(ReadBatcher::default()),
+            db_size: std::sync::atomic::AtomicU64::new(crate::backend::db_size(&db)),
             raft,
             applier,
             hub,
@@ -260,10 +264,16 @@ impl StoreNode {
 
     fn spawn_background(self: &Arc<Self>) {
         tokio::spawn(expire_leases(Arc::downgrade(self)));
+        tokio::spawn(track_db_size(Arc::downgrade(self)));
         tokio::spawn(refresh_leases_on_leadership(Arc::downgrade(self)));
         if self.config.auto_compaction != AutoCompaction::Off {
             tokio::spawn(auto_compact(Arc::downgrade(self)));
         }
+    }
+
+    /// The database size as of the last refresh (at most a quarter second old).
+    pub fn db_size(&self) -> u64 {
+        self.db_size.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub async fn shutdown(&self) {
@@ -312,6 +322,16 @@ async fn drive_reads(reads: Arc<ReadBatcher>, raft: Raft) {
         for w in batch {
             let _ = w.send(res.clone());
         }
+    }
+}
+
+async fn track_db_size(node: std::sync::Weak<StoreNode>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        let size = crate::backend::db_size(node.applier.mvcc.db());
+        node.db_size.store(size, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

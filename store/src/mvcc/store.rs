@@ -189,13 +189,18 @@ impl Mvcc {
         }
     }
 
-    /// The latest value of one key (used by the write path and by lease time-to-live).
+    /// The latest value of one key, for the apply path. No snapshot is pinned: only the apply path
+    /// writes or compacts, so a revision the index names stays readable while it runs.
     pub fn get_latest(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
-        let (view, entries) = self.resolve(&KeyRange::new(key, b""), 0)?;
-        match entries.first() {
-            Some((_, rev)) => view.value(*rev).map(Some),
-            None => Ok(None),
-        }
+        let Some(rev) = self.state.read().index.get(key, i64::MAX) else {
+            return Ok(None);
+        };
+        let cf = backend::cf(&self.db, CF_KV)?;
+        let raw = self
+            .db
+            .get_cf(cf, rev.to_key(false))?
+            .ok_or_else(|| MvccError::Storage(format!("revision {}_{} missing from history", rev.main, rev.sub)))?;
+        KeyValue::decode(raw.as_slice()).map(Some).map_err(|e| MvccError::Storage(format!("decoding key value: {e}")))
     }
 
     /// Makes a committed write visible to readers. Called by the apply path after the batch is written.

@@ -16,7 +16,7 @@ pub async fn check(node: &StoreNode, cost: u64) -> Result<(), StoreError> {
     if quota == 0 {
         return Ok(());
     }
-    let size = crate::backend::db_size(node.applier.mvcc.db());
+    let size = node.db_size();
     if size.saturating_add(cost) <= quota {
         return Ok(());
     }
