@@ -304,7 +304,7 @@ impl Applier {
         let meta = backend::cf(self.mvcc.db(), CF_META)?;
         let rev = rudder_proto_rev(c.revision);
         txn.batch.put_cf(meta, META_SCHEDULED_COMPACT, &rev);
-        txn.batch.put_cf(meta, META_FINISHED_COMPACT, c.revision.to_be_bytes());
+        txn.batch.put_cf(meta, META_FINISHED_COMPACT, &rev);
         let kv_cf = backend::cf(self.mvcc.db(), crate::schema::CF_KV)?;
         for key in self.mvcc.compact_index(c.revision) {
             txn.batch.delete_cf(kv_cf, key);

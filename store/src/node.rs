@@ -380,7 +380,7 @@ async fn auto_compact(node: std::sync::Weak<StoreNode>) {
         return;
     };
     let (every, keep_samples) = match &mode {
-        AutoCompaction::Periodic(d) => ((*d / 10).max(Duration::from_secs(1)), 10usize),
+        AutoCompaction::Periodic(d) => ((*d / 10).max(Duration::from_millis(100)), 10usize),
         AutoCompaction::Revision(_) => (Duration::from_secs(300), 0),
         AutoCompaction::Off => return,
     };

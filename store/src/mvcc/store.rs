@@ -120,7 +120,11 @@ impl Mvcc {
             current = current.max(rev.main);
         }
         current = current.max(decode_i64(db.get_cf(meta_cf, META_REVISION)?));
-        let compacted = decode_i64(db.get_cf(meta_cf, META_FINISHED_COMPACT)?);
+        let compacted = db
+            .get_cf(meta_cf, META_FINISHED_COMPACT)?
+            .and_then(|raw| Revision::from_key(&raw))
+            .map(|(r, _)| r.main)
+            .unwrap_or(0);
         let attachments = leases.into_iter().map(|(k, l)| (l, k)).collect();
         Ok((
             State {
