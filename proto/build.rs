@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/etcd/authpb/auth.proto",
     "proto/etcd/etcdserverpb/rpc.proto",
     "proto/etcd/leasepb/lease.proto",
+    "proto/rudder/raftpb.proto",
 ];
 
 fn main() -> io::Result<()> {

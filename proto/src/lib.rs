@@ -4,7 +4,8 @@
 //! `authpb`, `leasepb` and `etcdserverpb` packages, with package, message, field names and field
 //! numbers identical to etcd's so stock etcd clients interoperate. The `.proto` sources live in
 //! `proto/` and are compiled at build time with tonic/prost (messages, gRPC servers and clients,
-//! all messages/enums/oneofs also deriving serde). There is no logic here.
+//! all messages/enums/oneofs also deriving serde), plus Rudder's own peer protocol (`raftpb`). There is
+//! no logic here.
 
 /// Key-value and watch-event types (`mvccpb`).
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -28,6 +29,13 @@ pub mod leasepb {
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// Rudder's member-to-member protocol (`rudder.raftpb`): frames for Raft messages, forwarded writes
+/// and read indexes. Not part of etcd's API.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod raftpb {
+    tonic::include_proto!("rudder.raftpb");
 }
 
 /// Encoded `google.protobuf.FileDescriptorSet` for every package above (e.g. for gRPC reflection).

@@ -149,6 +149,7 @@ impl StoreArgs {
             );
         }
         c.initial_cluster_token = self.initial_cluster_token.clone();
+        c.initial_cluster_state_new = self.initial_cluster_state == "new";
         if self.quota_backend_bytes > 0 {
             c.quota_backend_bytes = self.quota_backend_bytes;
         }
@@ -220,6 +221,10 @@ async fn serve(config: StoreConfig) -> anyhow::Result<()> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("received interrupt, shutting down"),
         _ = terminate() => tracing::info!("received SIGTERM, shutting down"),
+        _ = node.removed() => {
+            node.shutdown().await;
+            anyhow::bail!("the member has been permanently removed from the cluster");
+        }
         r = tasks.join_next() => if let Some(Ok(Err(e))) = r { return Err(e).context("client server") },
     }
     node.shutdown().await;

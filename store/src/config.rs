@@ -23,6 +23,8 @@ pub struct StoreConfig {
     /// name -> peer URLs
     pub initial_cluster: Vec<(String, Vec<url::Url>)>,
     pub initial_cluster_token: String,
+    /// `--initial-cluster-state new` (bootstrap) rather than `existing` (join).
+    pub initial_cluster_state_new: bool,
     pub quota_backend_bytes: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
@@ -53,6 +55,7 @@ impl StoreConfig {
             initial_advertise_peer_urls: vec![u("http://localhost:2380")],
             initial_cluster: vec![(name.to_string(), vec![u("http://localhost:2380")])],
             initial_cluster_token: "etcd-cluster".to_string(),
+            initial_cluster_state_new: true,
             quota_backend_bytes: DEFAULT_QUOTA_BYTES,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: 128,

@@ -5,7 +5,7 @@ use tonic::{Code, Status};
 
 use crate::command::ApplyError;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StoreError {
     #[error("etcdserver: key is not provided")]
     EmptyKey,
@@ -33,6 +33,12 @@ pub enum StoreError {
     BadLeaderTransferee,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
     #[error("etcdserver: authentication is not enabled")]
     AuthNotEnabled,
     #[error("{0}")]
@@ -56,6 +62,8 @@ impl From<StoreError> for Status {
             }
             StoreError::BadLeaderTransferee | StoreError::AuthNotEnabled => Code::FailedPrecondition,
             StoreError::MemberNotFound => Code::NotFound,
+            StoreError::MemberExists | StoreError::PeerUrlExists => Code::FailedPrecondition,
+            StoreError::MemberNotLearner => Code::FailedPrecondition,
             StoreError::Apply(a) => match a {
                 ApplyError::Compacted | ApplyError::FutureRevision => Code::OutOfRange,
                 ApplyError::LeaseNotFound => Code::NotFound,

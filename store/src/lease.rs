@@ -24,7 +24,7 @@ pub struct Lessor {
     leases: Mutex<HashMap<i64, Lease>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LeaseInfo {
     pub id: i64,
     pub granted_ttl: i64,

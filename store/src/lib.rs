@@ -9,6 +9,7 @@ pub mod backend;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod identity;
 pub mod lease;
 pub mod mvcc;
 pub mod node;

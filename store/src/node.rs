@@ -6,23 +6,28 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use openraft::type_config::async_runtime::WatchReceiver;
-use openraft::{BasicNode, ReadPolicy, ServerState};
+use openraft::{ReadPolicy, ServerState};
 use parking_lot::Mutex;
 use rudder_proto::etcdserverpb::{CompactionRequest, LeaseRevokeRequest, ResponseHeader};
-use sha1::{Digest, Sha1};
 use tokio::sync::oneshot;
 
 use crate::apply::{Applier, EventSink};
 use crate::command::{ApplyResult, Command, Op};
 use crate::config::{AutoCompaction, StoreConfig};
 use crate::error::StoreError;
+use crate::identity;
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
-use crate::raft::{log_store::LogStore, network::Network, state_machine::StateMachine, Raft};
+use crate::raft::network::{Network, Peers};
+use crate::raft::peer::{change_membership_local, propose_local, PeerService, ProposeResult};
+use crate::raft::{log_store::LogStore, state_machine::StateMachine, MemberNode, MembershipChange, Raft};
 use crate::watch::{HeaderSource, WatchHub};
 use crate::watch_feed::{HubSink, MvccHistory};
+use rudder_proto::raftpb::raft_peer_client::RaftPeerClient;
+use rudder_proto::raftpb::raft_peer_server::RaftPeerServer;
+use rudder_proto::raftpb::Payload;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -32,8 +37,12 @@ pub enum StartError {
     Recover(String),
     #[error("raft: {0}")]
     Raft(String),
-    #[error("--initial-cluster has no entry for member {0:?}")]
+    #[error("--initial-cluster has no entry for member {0:?} with its --initial-advertise-peer-urls")]
     NotInCluster(String),
+    #[error("peer listener: {0}")]
+    Peer(String),
+    #[error("joining an existing cluster: {0}")]
+    Join(String),
 }
 
 #[derive(Clone, Debug)]
@@ -44,35 +53,6 @@ pub struct Member {
     pub client_urls: Vec<String>,
 }
 
-/// etcd's member id: the first 8 bytes of SHA-1 over the sorted peer URLs and the cluster token.
-pub fn member_id(peer_urls: &[String], token: &str) -> u64 {
-    let mut urls = peer_urls.to_vec();
-    urls.sort();
-    let mut h = Sha1::new();
-    h.update(urls.concat().as_bytes());
-    h.update(token.as_bytes());
-    let d = h.finalize();
-    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
-}
-
-/// etcd's cluster id: the first 8 bytes of SHA-1 over the sorted member ids.
-pub fn cluster_id(member_ids: &[u64]) -> u64 {
-    let mut ids = member_ids.to_vec();
-    ids.sort_unstable();
-    let mut h = Sha1::new();
-    for id in ids {
-        h.update(id.to_be_bytes());
-    }
-    let d = h.finalize();
-    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
-}
-
-fn url_strings(urls: &[url::Url]) -> Vec<String> {
-    urls.iter()
-        .map(|u| u.as_str().trim_end_matches('/').to_string())
-        .collect()
-}
-
 pub struct StoreNode {
     pub config: StoreConfig,
     pub member: Member,
@@ -80,7 +60,10 @@ pub struct StoreNode {
     pub raft: Raft,
     pub applier: Arc<Applier>,
     pub hub: WatchHub,
+    peers: Peers,
     reads: Arc<ReadBatcher>,
+    /// Fires when the cluster removed this member: it must stop serving.
+    removed: tokio::sync::watch::Sender<bool>,
     /// Database size, refreshed in the background: the quota check runs on every write and RocksDB's
     /// size properties are too slow to read that often.
     db_size: std::sync::atomic::AtomicU64,
@@ -94,23 +77,14 @@ fn request_timeout(config: &StoreConfig) -> Duration {
 
 impl StoreNode {
     pub async fn start(config: StoreConfig) -> Result<Arc<Self>, StartError> {
+        let data_dir = config.data_dir.display().to_string();
         let db_dir = config.data_dir.join("member").join("rocksdb");
-        std::fs::create_dir_all(&db_dir)
-            .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e.to_string()))?;
-        let db = crate::backend::open(&db_dir)
-            .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e.to_string()))?;
+        std::fs::create_dir_all(&db_dir).map_err(|e| StartError::DataDir(data_dir.clone(), e.to_string()))?;
+        let db = crate::backend::open(&db_dir).map_err(|e| StartError::DataDir(data_dir.clone(), e.to_string()))?;
 
-        let peer_urls = url_strings(&config.initial_advertise_peer_urls);
-        let id = member_id(&peer_urls, &config.initial_cluster_token);
-        let mut members = BTreeMap::new();
-        for (name, urls) in &config.initial_cluster {
-            let urls = url_strings(urls);
-            members.insert(member_id(&urls, &config.initial_cluster_token), (name.clone(), urls));
-        }
-        if !members.contains_key(&id) {
-            return Err(StartError::NotInCluster(config.name.clone()));
-        }
-        let cluster = cluster_id(&members.keys().copied().collect::<Vec<_>>());
+        let peers = Peers::default();
+        let peer_urls = identity::url_strings(&config.initial_advertise_peer_urls);
+        let identity = identity::resolve(&db, &config, &peer_urls, &peers).await?;
 
         let (mvcc, attachments) = Mvcc::open(db.clone()).map_err(|e| StartError::Recover(e.to_string()))?;
         let mvcc = Arc::new(mvcc);
@@ -136,42 +110,155 @@ impl StoreNode {
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let log_store = LogStore::new(db.clone()).map_err(|e| StartError::Recover(e.to_string()))?;
         let sm = StateMachine::new(applier.clone());
-        let raft = Raft::new(id, Arc::new(raft_config), Network, log_store, sm)
+        let network = Network { peers: peers.clone() };
+        let raft = Raft::new(identity.member_id, Arc::new(raft_config), network, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !raft
+
+        // Peers must reach this member before it can take part in an election.
+        let peer_listeners = crate::server::bind(&config.listen_peer_urls)
+            .await
+            .map_err(|e| StartError::Peer(e.to_string()))?;
+        let peer_service = RaftPeerServer::new(PeerService {
+            raft: raft.clone(),
+            cluster_id: identity.cluster_id,
+            lessor: applier.lessor.clone(),
+        })
+        .max_decoding_message_size(usize::MAX);
+        let peer_router = tonic::service::Routes::new(peer_service).into_axum_router();
+        for l in peer_listeners {
+            tokio::spawn(crate::server::serve(l, peer_router.clone()));
+        }
+
+        let initialized = raft
             .is_initialized()
             .await
-            .map_err(|e| StartError::Raft(e.to_string()))?
-        {
-            let nodes: BTreeMap<u64, BasicNode> = members
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized && identity.bootstrap {
+            let nodes: BTreeMap<u64, MemberNode> = identity
+                .initial_members
                 .iter()
-                .map(|(id, (_, urls))| (*id, BasicNode { addr: urls.join(",") }))
+                // Every member must propose the same initial membership; client URLs are published later.
+                .map(|(id, (name, urls))| {
+                    (
+                        *id,
+                        MemberNode {
+                            name: name.clone(),
+                            peer_urls: urls.clone(),
+                            client_urls: Vec::new(),
+                        },
+                    )
+                })
                 .collect();
             raft.initialize(nodes)
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
         }
         let member = Member {
-            id,
+            id: identity.member_id,
             name: config.name.clone(),
             peer_urls,
-            client_urls: url_strings(&config.advertise_client_urls),
+            client_urls: identity::url_strings(&config.advertise_client_urls),
         };
         let node = Arc::new(StoreNode {
             member,
-            cluster_id: cluster,
+            cluster_id: identity.cluster_id,
             reads: Arc::new(ReadBatcher::default()),
             db_size: std::sync::atomic::AtomicU64::new(crate::backend::db_size(&db)),
+            peers,
+            removed: tokio::sync::watch::channel(false).0,
             raft,
             applier,
             hub,
             started: Instant::now(),
             config,
         });
-        node.wait_for_leader(Duration::from_secs(30)).await?;
+        node.wait_for_leader(Duration::from_secs(60)).await?;
         node.spawn_background();
         Ok(node)
+    }
+
+    /// The leader's peer client, or why there is none to forward to.
+    fn leader_client(&self) -> Result<Option<RaftPeerClient<tonic::transport::Channel>>, StoreError> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let Some(leader) = m.current_leader else {
+            return Err(StoreError::NoLeader);
+        };
+        if leader == self.member.id {
+            return Ok(None);
+        }
+        let node = m
+            .membership_config
+            .get_node(&leader)
+            .cloned()
+            .ok_or(StoreError::NoLeader)?;
+        self.peers
+            .client(&node.peer_urls.join(","))
+            .map(Some)
+            .map_err(|_| StoreError::NoLeader)
+    }
+
+    /// Keep-alive: renews on the leader (forwarding from a follower); 0 for an unknown lease.
+    pub async fn lease_renew(&self, id: i64) -> Result<i64, StoreError> {
+        match self.leader_client()? {
+            None => Ok(self.applier.lessor.renew(id).unwrap_or(0)),
+            Some(mut client) => {
+                let data = crate::raft::encode(&id).map_err(|e| StoreError::Internal(e.to_string()))?;
+                let resp = client
+                    .lease_keep_alive(Payload { data })
+                    .await
+                    .map_err(|_| StoreError::NoLeader)?;
+                crate::raft::decode::<Result<i64, StoreError>>(&resp.into_inner().data)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?
+            }
+        }
+    }
+
+    /// A lease's TTLs as the leader's clock has them, and its keys.
+    pub async fn lease_info(&self, id: i64, keys: bool) -> Result<Option<crate::lease::LeaseInfo>, StoreError> {
+        match self.leader_client()? {
+            None => Ok(self.applier.lessor.info(id, keys)),
+            Some(mut client) => {
+                let data = crate::raft::encode(&(id, keys)).map_err(|e| StoreError::Internal(e.to_string()))?;
+                let resp = client
+                    .lease_time_to_live(Payload { data })
+                    .await
+                    .map_err(|_| StoreError::NoLeader)?;
+                crate::raft::decode(&resp.into_inner().data).map_err(|e| StoreError::Internal(e.to_string()))
+            }
+        }
+    }
+
+    /// The members as the Raft membership has them: (id, node, is_learner).
+    pub fn members(&self) -> Vec<(u64, MemberNode, bool)> {
+        let membership = self.raft.metrics().borrow_watched().membership_config.clone();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, n)| (*id, n.clone(), !voters.contains(id)))
+            .collect()
+    }
+
+    /// Runs a membership change on the leader (forwarding it if this member is not the leader).
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), StoreError> {
+        let run = async {
+            match self.leader_client()? {
+                None => change_membership_local(&self.raft, change).await,
+                Some(mut client) => {
+                    let data = crate::raft::encode(&change).map_err(|e| StoreError::Internal(e.to_string()))?;
+                    let resp = client
+                        .change_membership(Payload { data })
+                        .await
+                        .map_err(|_| StoreError::Timeout)?;
+                    crate::raft::decode::<Result<(), StoreError>>(&resp.into_inner().data)
+                        .map_err(|e| StoreError::Internal(e.to_string()))?
+                }
+            }
+        };
+        tokio::time::timeout(request_timeout(&self.config), run)
+            .await
+            .map_err(|_| StoreError::Timeout)?
     }
 
     async fn wait_for_leader(&self, limit: Duration) -> Result<(), StartError> {
@@ -220,28 +307,29 @@ impl StoreNode {
         )
     }
 
-    /// Proposes one command through the log and waits for its result.
+    /// Proposes one command through the log (on the leader, forwarding if needed) and waits for its result.
     pub async fn propose(&self, op: Op) -> Result<ApplyResult, StoreError> {
         let cmd = Command::encode(op);
         if cmd.0.len() > self.config.max_request_bytes {
             return Err(StoreError::RequestTooLarge);
         }
-        let res = tokio::time::timeout(request_timeout(&self.config), self.raft.client_write(cmd))
+        let run = async {
+            match self.leader_client()? {
+                None => propose_local(&self.raft, cmd).await,
+                Some(mut client) => {
+                    // Once sent, a failed forward has an unknown outcome: report a timeout, as etcd does.
+                    let resp = client
+                        .propose(Payload { data: cmd.0 })
+                        .await
+                        .map_err(|_| StoreError::Timeout)?;
+                    crate::raft::decode::<ProposeResult>(&resp.into_inner().data)
+                        .map_err(|e| StoreError::Internal(e.to_string()))?
+                }
+            }
+        };
+        tokio::time::timeout(request_timeout(&self.config), run)
             .await
-            .map_err(|_| StoreError::Timeout)?;
-        match res {
-            Ok(resp) => match resp.data {
-                ApplyResult::Error(e) => Err(StoreError::Apply(e)),
-                other => Ok(other),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(if f.leader_id.is_some() {
-                StoreError::LeaderChanged
-            } else {
-                StoreError::NoLeader
-            }),
-            Err(RaftError::APIError(e)) => Err(StoreError::Internal(e.to_string())),
-            Err(RaftError::Fatal(_)) => Err(StoreError::Stopped),
-        }
+            .map_err(|_| StoreError::Timeout)?
     }
 
     /// Waits until this member's applied state includes every write committed before the call
@@ -254,7 +342,7 @@ impl StoreNode {
             !std::mem::replace(&mut s.running, true)
         };
         if start {
-            tokio::spawn(drive_reads(self.reads.clone(), self.raft.clone()));
+            tokio::spawn(drive_reads(self.reads.clone(), self.raft.clone(), self.leader_reader()));
         }
         tokio::time::timeout(request_timeout(&self.config), rx)
             .await
@@ -265,10 +353,18 @@ impl StoreNode {
     fn spawn_background(self: &Arc<Self>) {
         tokio::spawn(expire_leases(Arc::downgrade(self)));
         tokio::spawn(track_db_size(Arc::downgrade(self)));
+        tokio::spawn(publish_self(Arc::downgrade(self)));
+        tokio::spawn(watch_removal(Arc::downgrade(self)));
         tokio::spawn(refresh_leases_on_leadership(Arc::downgrade(self)));
         if self.config.auto_compaction != AutoCompaction::Off {
             tokio::spawn(auto_compact(Arc::downgrade(self)));
         }
+    }
+
+    /// Resolves once the cluster has removed this member.
+    pub async fn removed(&self) {
+        let mut rx = self.removed.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     /// The database size as of the last refresh (at most a quarter second old).
@@ -300,8 +396,43 @@ struct ReadState {
     running: bool,
 }
 
+impl StoreNode {
+    /// How this member gets a read index: from openraft on the leader, from the leader over the peer
+    /// network on a follower.
+    fn leader_reader(&self) -> Result<Option<RaftPeerClient<tonic::transport::Channel>>, StoreError> {
+        self.leader_client()
+    }
+}
+
+async fn remote_read_index(
+    mut client: RaftPeerClient<tonic::transport::Channel>,
+    raft: &Raft,
+    me: u64,
+) -> Result<(), StoreError> {
+    let resp = client
+        .read_index(Payload::default())
+        .await
+        .map_err(|_| StoreError::NoLeader)?;
+    let log_id = crate::raft::decode::<Result<crate::raft::LogId, StoreError>>(&resp.into_inner().data)
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
+    let linearizer = openraft::raft::linearizable_read::Linearizer::new(
+        me,
+        openraft::raft::linearizable_read::ReadLogId::from_log_id(log_id),
+        None,
+    );
+    linearizer
+        .await_ready(raft)
+        .await
+        .map(|_| ())
+        .map_err(|_| StoreError::Stopped)
+}
+
 /// Confirms leadership for everyone who asked before the confirmation started, then for the next group.
-async fn drive_reads(reads: Arc<ReadBatcher>, raft: Raft) {
+async fn drive_reads(
+    reads: Arc<ReadBatcher>,
+    raft: Raft,
+    leader: Result<Option<RaftPeerClient<tonic::transport::Channel>>, StoreError>,
+) {
     loop {
         let batch = {
             let mut s = reads.state.lock();
@@ -311,16 +442,83 @@ async fn drive_reads(reads: Arc<ReadBatcher>, raft: Raft) {
             }
             std::mem::take(&mut s.waiting)
         };
-        let res = match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(_))) => {
-                Err(StoreError::NoLeader)
-            }
-            Err(RaftError::APIError(e)) => Err(StoreError::Internal(e.to_string())),
-            Err(RaftError::Fatal(_)) => Err(StoreError::Stopped),
+        let res = match &leader {
+            Err(e) => Err(e.clone()),
+            Ok(Some(client)) => remote_read_index(client.clone(), &raft, raft_id(&raft)).await,
+            Ok(None) => local_read_index(&raft).await,
         };
         for w in batch {
             let _ = w.send(res.clone());
+        }
+    }
+}
+
+fn raft_id(raft: &Raft) -> u64 {
+    raft.metrics().borrow_watched().id
+}
+
+async fn local_read_index(raft: &Raft) -> Result<(), StoreError> {
+    match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(_))) => {
+            Err(StoreError::NoLeader)
+        }
+        Err(RaftError::APIError(e)) => Err(StoreError::Internal(e.to_string())),
+        Err(RaftError::Fatal(_)) => Err(StoreError::Stopped),
+    }
+}
+
+/// Records this member's name and client URLs in the membership (etcd's "publish"), so every member's
+/// member list shows them; members added with `member add` start without them.
+async fn publish_self(node: std::sync::Weak<StoreNode>) {
+    loop {
+        let Some(n) = node.upgrade() else { return };
+        let me = n.member.clone();
+        let current = n
+            .members()
+            .into_iter()
+            .find(|(id, _, _)| *id == me.id)
+            .map(|(_, node, _)| node);
+        match current {
+            Some(c) if c.name == me.name && c.client_urls == me.client_urls => return,
+            None => return,
+            Some(_) => {}
+        }
+        let change = MembershipChange::Publish {
+            id: me.id,
+            name: me.name.clone(),
+            client_urls: me.client_urls.clone(),
+        };
+        match n.change_membership(change).await {
+            Ok(()) => return,
+            Err(e) => tracing::debug!(error = %e, "publishing member attributes; will retry"),
+        }
+        drop(n);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A member the cluster removed stops serving, as etcd does.
+async fn watch_removal(node: std::sync::Weak<StoreNode>) {
+    let Some(mut metrics) = node.upgrade().map(|n| n.raft.metrics()) else {
+        return;
+    };
+    loop {
+        let gone = {
+            let m = metrics.borrow_watched();
+            let me = m.id;
+            let membership = &m.membership_config;
+            membership.log_id().is_some() && membership.nodes().all(|(id, _)| *id != me)
+        };
+        if gone {
+            if let Some(n) = node.upgrade() {
+                tracing::error!("the member has been permanently removed from the cluster");
+                let _ = n.removed.send(true);
+            }
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }

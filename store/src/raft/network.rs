@@ -1,64 +1,193 @@
-//! The peer network. A single-member group never sends a Raft RPC, so for now every peer is
-//! unreachable; replication between members comes with the three-member store.
+//! The peer network, client side: openraft's RPCs to other members over gRPC (`rudder.raftpb.RaftPeer`
+//! on their peer URLs), openraft types encoded with postcard. One lazily connected channel per peer,
+//! reused by every RPC; snapshots are streamed in chunks.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
-use openraft::{BasicNode, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::RaftNetworkV2;
+use parking_lot::Mutex;
+use rudder_proto::raftpb::raft_peer_client::RaftPeerClient;
+use rudder_proto::raftpb::{Payload, SnapshotChunk};
+use tonic::transport::{Channel, Endpoint};
 
-use super::{Snapshot, TypeConfig, Vote};
+use super::{decode, encode, MemberNode, Snapshot, TypeConfig, Vote};
 
-pub struct Network;
+/// Largest piece of a snapshot sent in one message.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
 
-pub struct NoPeer {
-    target: u64,
+/// Peer channels, shared by the Raft network and by request forwarding.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
-impl NoPeer {
-    fn unreachable(&self) -> Unreachable<TypeConfig> {
-        Unreachable::new(&std::io::Error::other(format!(
-            "no transport to member {:x} in a single-member store",
-            self.target
-        )))
+impl Peers {
+    /// A client for the first usable URL of a member's (comma separated) peer URLs.
+    pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, tonic::transport::Error> {
+        let url = addr.split(',').next().unwrap_or(addr).trim().to_string();
+        let mut channels = self.channels.lock();
+        let channel = match channels.get(&url) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Endpoint::from_shared(url.clone())?
+                    .connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .connect_lazy();
+                channels.insert(url, c.clone());
+                c
+            }
+        };
+        Ok(RaftPeerClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+}
+
+pub struct Network {
+    pub peers: Peers,
+}
+
+pub struct PeerClient {
+    target: u64,
+    client: Result<RaftPeerClient<Channel>, String>,
+}
+
+fn unreachable(target: u64, e: impl std::fmt::Display) -> Unreachable<TypeConfig> {
+    Unreachable::new(&std::io::Error::other(format!("member {target:x}: {e}")))
+}
+
+fn rpc_error(target: u64, s: tonic::Status) -> RPCError<TypeConfig> {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::Cancelled => RPCError::Unreachable(unreachable(target, s.message())),
+        _ => RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
+            "member {target:x}: {}",
+            s.message()
+        )))),
+    }
+}
+
+impl PeerClient {
+    fn client(&self) -> Result<RaftPeerClient<Channel>, Unreachable<TypeConfig>> {
+        self.client.clone().map_err(|e| unreachable(self.target, e))
+    }
+
+    async fn call<Req, Resp, F, Fut>(&self, req: &Req, option: &RPCOption, f: F) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(RaftPeerClient<Channel>, Payload) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Payload>, tonic::Status>>,
+    {
+        let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let client = self.client()?;
+        let ttl = option.hard_ttl();
+        let resp = match tokio::time::timeout(ttl, f(client, Payload { data })).await {
+            Err(_) => {
+                return Err(RPCError::Timeout(Timeout {
+                    action: openraft::network::RPCTypes::AppendEntries,
+                    id: 0,
+                    target: self.target,
+                    timeout: ttl,
+                }))
+            }
+            Ok(Err(s)) => return Err(rpc_error(self.target, s)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        decode(&resp.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = NoPeer;
+    type Network = PeerClient;
 
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Self::Network {
-        NoPeer { target }
+    async fn new_client(&mut self, target: u64, node: &MemberNode) -> Self::Network {
+        PeerClient {
+            target,
+            client: self.peers.client(&node.peer_urls.join(",")).map_err(|e| e.to_string()),
+        }
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for NoPeer {
+impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = std::io::Cursor<Vec<u8>>;
 
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        self.call(&rpc, &option, |mut c, p| async move { c.append_entries(p).await })
+            .await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        self.call(&rpc, &option, |mut c, p| async move { c.vote(p).await })
+            .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(&req, &option, |mut c, p| async move { c.transfer_leader(p).await })
+            .await
     }
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: Snapshot,
-        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(self.unreachable()))
+        let header =
+            encode(&(vote, snapshot.meta.clone())).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let data = snapshot.snapshot.into_inner();
+        let mut chunks = Vec::with_capacity(data.len() / SNAPSHOT_CHUNK + 1);
+        let mut pieces = data.chunks(SNAPSHOT_CHUNK).peekable();
+        let mut first = true;
+        loop {
+            let piece = pieces.next().unwrap_or(&[]);
+            let done = pieces.peek().is_none();
+            chunks.push(SnapshotChunk {
+                header: if first { header.clone() } else { Vec::new() },
+                data: piece.to_vec(),
+                done,
+            });
+            first = false;
+            if done {
+                break;
+            }
+        }
+        let mut client = self.client().map_err(StreamingError::Unreachable)?;
+        let target = self.target;
+        let send = async move { client.install_snapshot(tokio_stream::iter(chunks)).await };
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            res = send => match res {
+                Ok(r) => decode(&r.into_inner().data).map_err(|e| StreamingError::Network(NetworkError::new(&e))),
+                Err(s) => Err(match rpc_error(target, s) {
+                    RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                    RPCError::Network(n) => StreamingError::Network(n),
+                    other => StreamingError::Network(NetworkError::new(&std::io::Error::other(other.to_string()))),
+                }),
+            },
+        }
     }
 }

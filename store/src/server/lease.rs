@@ -90,12 +90,14 @@ impl Lease for LeaseService {
                     Ok(r) => r,
                     Err(_) => break,
                 };
-                if !node.is_leader() {
-                    let _ = tx.send(Err(StoreError::NoLeader.into())).await;
-                    break;
-                }
                 // An unknown lease answers TTL 0, not an error, as etcd does.
-                let ttl = node.applier.lessor.renew(req.id).unwrap_or(0);
+                let ttl = match node.lease_renew(req.id).await {
+                    Ok(ttl) => ttl,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        break;
+                    }
+                };
                 let resp = LeaseKeepAliveResponse {
                     header: Some(node.header(node.applier.mvcc.current_revision())),
                     id: req.id,
@@ -115,7 +117,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
         let header = Some(self.node.header(self.node.applier.mvcc.current_revision()));
-        let resp = match self.node.applier.lessor.info(req.id, req.keys) {
+        let resp = match self.node.lease_info(req.id, req.keys).await? {
             Some(info) => LeaseTimeToLiveResponse {
                 header,
                 id: req.id,

@@ -85,7 +85,11 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: applied,
             errors,
             db_size_in_use: backend::db_size_in_use(db) as i64,
-            is_learner: false,
+            is_learner: self
+                .node
+                .members()
+                .iter()
+                .any(|(id, _, learner)| *id == self.node.member.id && *learner),
         }))
     }
 
@@ -145,8 +149,36 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
         let req = request.into_inner();
-        if req.target_id != self.node.member.id {
+        if !self.node.is_leader() {
+            return Err(Status::failed_precondition("etcdserver: not leader"));
+        }
+        let voters: Vec<u64> = self
+            .node
+            .members()
+            .into_iter()
+            .filter(|(_, _, l)| !l)
+            .map(|(id, _, _)| id)
+            .collect();
+        if !voters.contains(&req.target_id) {
             return Err(StoreError::BadLeaderTransferee.into());
+        }
+        if req.target_id != self.node.member.id {
+            self.node
+                .raft
+                .trigger()
+                .transfer_leader(req.target_id)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            // etcd answers once the transfer is done.
+            let deadline = tokio::time::Instant::now() + self.node.config.election_timeout * 3;
+            while self.node.leader() != Some(req.target_id) {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(Status::unavailable(
+                        "etcdserver: request timed out, leader transfer took too long",
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         }
         Ok(Response::new(MoveLeaderResponse { header: self.header() }))
     }
