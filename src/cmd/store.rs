@@ -52,6 +52,9 @@ pub struct StoreArgs {
     /// Interpret 'auto-compaction-retention' as one of: 'periodic', 'revision'.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
     auto_compaction_mode: String,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    snapshot_count: u64,
     /// Auto compaction retention for mvcc key value store. 0 means disable auto compaction.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     auto_compaction_retention: String,
@@ -155,6 +158,7 @@ impl StoreArgs {
         }
         c.max_request_bytes = self.max_request_bytes;
         c.max_txn_ops = self.max_txn_ops;
+        c.snapshot_count = self.snapshot_count;
         c.heartbeat_interval = Duration::from_millis(self.heartbeat_interval);
         c.election_timeout = Duration::from_millis(self.election_timeout);
         if self.election_timeout < 5 * self.heartbeat_interval {
@@ -192,6 +196,7 @@ pub fn run(args: StoreArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(format!("{level},openraft=warn")).unwrap_or_default())
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = args.config()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

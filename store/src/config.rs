@@ -28,6 +28,8 @@ pub struct StoreConfig {
     pub quota_backend_bytes: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// Applied entries between Raft snapshots (after which older log entries are purged).
+    pub snapshot_count: u64,
     pub auto_compaction: AutoCompaction,
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
@@ -59,6 +61,7 @@ impl StoreConfig {
             quota_backend_bytes: DEFAULT_QUOTA_BYTES,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: 128,
+            snapshot_count: 100_000,
             auto_compaction: AutoCompaction::Off,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),

@@ -101,8 +101,9 @@ impl StoreNode {
             heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
             election_timeout_min: config.election_timeout.as_millis() as u64,
             election_timeout_max: config.election_timeout.as_millis() as u64 * 2,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(50_000),
-            max_in_snapshot_log_to_keep: 1_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
+            // etcd keeps 5,000 entries after a snapshot for slow followers to catch up from.
+            max_in_snapshot_log_to_keep: config.snapshot_count.min(5_000),
             purge_batch_size: 256,
             ..Default::default()
         }
@@ -115,6 +116,7 @@ impl StoreNode {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        let removed = tokio::sync::watch::channel(false).0;
         // Peers must reach this member before it can take part in an election.
         let peer_listeners = crate::server::bind(&config.listen_peer_urls)
             .await
@@ -123,6 +125,8 @@ impl StoreNode {
             raft: raft.clone(),
             cluster_id: identity.cluster_id,
             lessor: applier.lessor.clone(),
+            peers: peers.clone(),
+            removed: removed.clone(),
         })
         .max_decoding_message_size(usize::MAX);
         let peer_router = tonic::service::Routes::new(peer_service).into_axum_router();
@@ -166,7 +170,7 @@ impl StoreNode {
             reads: Arc::new(ReadBatcher::default()),
             db_size: std::sync::atomic::AtomicU64::new(crate::backend::db_size(&db)),
             peers,
-            removed: tokio::sync::watch::channel(false).0,
+            removed,
             raft,
             applier,
             hub,
@@ -244,7 +248,7 @@ impl StoreNode {
     pub async fn change_membership(&self, change: MembershipChange) -> Result<(), StoreError> {
         let run = async {
             match self.leader_client()? {
-                None => change_membership_local(&self.raft, change).await,
+                None => change_membership_local(&self.raft, &self.peers, change).await,
                 Some(mut client) => {
                     let data = crate::raft::encode(&change).map_err(|e| StoreError::Internal(e.to_string()))?;
                     let resp = client
@@ -503,12 +507,16 @@ async fn watch_removal(node: std::sync::Weak<StoreNode>) {
     let Some(mut metrics) = node.upgrade().map(|n| n.raft.metrics()) else {
         return;
     };
+    // A joining member first sees memberships older than its own addition (from a snapshot): only a
+    // membership without us after one with us means removal.
+    let mut seen_self = false;
     loop {
         let gone = {
             let m = metrics.borrow_watched();
             let me = m.id;
-            let membership = &m.membership_config;
-            membership.log_id().is_some() && membership.nodes().all(|(id, _)| *id != me)
+            let present = m.membership_config.nodes().any(|(id, _)| *id == me);
+            seen_self |= present;
+            seen_self && !present
         };
         if gone {
             if let Some(n) = node.upgrade() {

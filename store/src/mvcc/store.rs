@@ -204,7 +204,9 @@ impl Mvcc {
             .db
             .get_cf(cf, rev.to_key(false))?
             .ok_or_else(|| MvccError::Storage(format!("revision {}_{} missing from history", rev.main, rev.sub)))?;
-        KeyValue::decode(raw.as_slice()).map(Some).map_err(|e| MvccError::Storage(format!("decoding key value: {e}")))
+        KeyValue::decode(raw.as_slice())
+            .map(Some)
+            .map_err(|e| MvccError::Storage(format!("decoding key value: {e}")))
     }
 
     /// Makes a committed write visible to readers. Called by the apply path after the batch is written.

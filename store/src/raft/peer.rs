@@ -20,6 +20,9 @@ pub struct PeerService {
     pub raft: Raft,
     pub cluster_id: u64,
     pub lessor: std::sync::Arc<crate::lease::Lessor>,
+    pub peers: super::network::Peers,
+    /// Set when the leader says this member was removed.
+    pub removed: tokio::sync::watch::Sender<bool>,
 }
 
 fn bad(e: impl std::fmt::Display) -> Status {
@@ -57,7 +60,11 @@ pub async fn propose_local(raft: &Raft, cmd: Command) -> ProposeResult {
 }
 
 /// Runs a membership change on this member, which must be the leader.
-pub async fn change_membership_local(raft: &Raft, change: MembershipChange) -> Result<(), StoreError> {
+pub async fn change_membership_local(
+    raft: &Raft,
+    peers: &super::network::Peers,
+    change: MembershipChange,
+) -> Result<(), StoreError> {
     use openraft::ChangeMembers;
     let map = |r: Result<_, RaftError<super::TypeConfig, ClientWriteError<super::TypeConfig>>>| match r {
         Ok(_) => Ok(()),
@@ -85,15 +92,16 @@ pub async fn change_membership_local(raft: &Raft, change: MembershipChange) -> R
             if node_of(id).is_none() {
                 return Err(StoreError::MemberNotFound);
             }
+            let node = node_of(id);
             if is_voter(id) {
-                map(raft
-                    .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
-                    .await)
+                map(raft.change_membership(ChangeMembers::RemoveVoters([id].into()), false).await)?;
             } else {
-                map(raft
-                    .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
-                    .await)
+                map(raft.change_membership(ChangeMembers::RemoveNodes([id].into()), false).await)?;
             }
+            if let Some(node) = node {
+                tokio::spawn(notify_removed(peers.clone(), id, node));
+            }
+            Ok(())
         }
         MembershipChange::Promote { id } => {
             if node_of(id).is_none() {
@@ -128,6 +136,19 @@ pub async fn change_membership_local(raft: &Raft, change: MembershipChange) -> R
                 .change_membership(ChangeMembers::SetNodes([(id, node)].into()), false)
                 .await)
         }
+    }
+}
+
+/// Tells a removed member so (best effort: a member that misses it is no longer replicated to anyway).
+async fn notify_removed(peers: super::network::Peers, id: u64, node: MemberNode) {
+    let Ok(data) = encode(&id) else { return };
+    for _ in 0..10 {
+        if let Ok(mut client) = peers.client(&node.peer_urls.join(",")) {
+            if client.removed(Payload { data: data.clone() }).await.is_ok() {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
 }
 
@@ -196,7 +217,7 @@ impl RaftPeer for PeerService {
 
     async fn change_membership(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let change: MembershipChange = decode(&request.into_inner().data).map_err(bad)?;
-        payload(&change_membership_local(&self.raft, change).await)
+        payload(&change_membership_local(&self.raft, &self.peers, change).await)
     }
 
     async fn lease_keep_alive(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
@@ -213,6 +234,14 @@ impl RaftPeer for PeerService {
     async fn lease_time_to_live(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let (id, keys): (i64, bool) = decode(&request.into_inner().data).map_err(bad)?;
         payload(&self.lessor.info(id, keys))
+    }
+
+    async fn removed(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let id: u64 = decode(&request.into_inner().data).map_err(bad)?;
+        if id == self.raft.metrics().borrow_watched().id {
+            let _ = self.removed.send(true);
+        }
+        payload(&())
     }
 
     async fn members(&self, _request: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {

@@ -11,6 +11,34 @@ use rudder_proto::etcdserverpb::AlarmType;
 
 use crate::node::StoreNode;
 
+/// etcd's `/version`.
+pub async fn version() -> impl IntoResponse {
+    let body = format!(
+        "{{\"etcdserver\":\"{}\",\"etcdcluster\":\"3.5.0\"}}",
+        super::maintenance::ETCD_VERSION
+    );
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// tonic refuses an oversized request with OutOfRange; grpc-go (so etcd) answers ResourceExhausted, and
+/// clients look at the code. Rewrite that one status on its way out.
+pub async fn grpc_size_limit_status(mut resp: axum::response::Response) -> axum::response::Response {
+    let headers = resp.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.contains("decoded%20message%20length%20too%20large") || m.contains("decoded message length too large"));
+    if too_large {
+        headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+        headers.insert(
+            "grpc-message",
+            axum::http::HeaderValue::from_static("grpc: received message larger than max"),
+        );
+    }
+    resp
+}
+
 pub async fn health(State(node): State<Arc<StoreNode>>) -> impl IntoResponse {
     let (ok, reason) = if node.leader().is_none() {
         (false, "RAFT NO LEADER".to_string())

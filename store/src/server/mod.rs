@@ -57,8 +57,12 @@ pub fn router(node: Arc<StoreNode>) -> axum::Router {
     let http = axum::Router::new()
         .route("/health", axum::routing::get(http::health))
         .route("/metrics", axum::routing::get(http::metrics))
+        .route("/version", axum::routing::get(http::version))
         .with_state(node);
-    routes.into_axum_router().merge(http)
+    routes
+        .into_axum_router()
+        .merge(http)
+        .layer(axum::middleware::map_response(http::grpc_size_limit_status))
 }
 
 /// Binds every listen URL (host:port; "localhost" binds loopback).

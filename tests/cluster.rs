@@ -1,0 +1,352 @@
+//! Three `rudder store` members on loopback, as separate processes: failover without losing an
+//! acknowledged write, a minority refusing linearizable reads, restarts, and membership changes
+//! (learner + promote catching up through a snapshot install, remove, move-leader).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{etcdctl_bin, free_port};
+
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+impl Member {
+    fn url(port: u16) -> String {
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client)
+    }
+
+    fn start(&mut self, initial_cluster: &str, state: &str) {
+        let log = std::fs::File::create(self.dir.with_extension("log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_rudder"))
+            .args(["store", "--name", &self.name, "--data-dir"])
+            .arg(&self.dir)
+            .args(["--listen-client-urls", &Self::url(self.client), "--advertise-client-urls", &Self::url(self.client)])
+            .args(["--listen-peer-urls", &Self::url(self.peer), "--initial-advertise-peer-urls", &Self::url(self.peer)])
+            .args(["--initial-cluster", initial_cluster, "--initial-cluster-state", state])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rudder store");
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
+        text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    members: Vec<Member>,
+    extra: Vec<String>,
+}
+
+fn ctl(endpoints: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(etcdctl_bin())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=3s")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+impl Cluster {
+    fn start(n: usize, extra: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                dir: tmp.path().join(format!("m{i}")),
+                child: None,
+                extra: extra.clone(),
+            })
+            .collect();
+        let ic = Self::initial_cluster(&members);
+        for m in &mut members {
+            m.start(&ic, "new");
+        }
+        let c = Cluster { _tmp: tmp, members, extra };
+        c.wait_healthy();
+        c
+    }
+
+    fn initial_cluster(members: &[Member]) -> String {
+        members.iter().map(|m| format!("{}={}", m.name, Member::url(m.peer))).collect::<Vec<_>>().join(",")
+    }
+
+    fn endpoints(&self) -> String {
+        self.members.iter().filter(|m| m.child.is_some()).map(|m| m.endpoint()).collect::<Vec<_>>().join(",")
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for m in self.members.iter().filter(|m| m.child.is_some()) {
+            while ctl(&m.endpoint(), &["endpoint", "health"]).is_err() {
+                assert!(Instant::now() < deadline, "{} never became healthy:\n{}", m.name, m.log_tail());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Index of the member that reports itself leader.
+    fn leader(&self) -> Option<usize> {
+        self.members.iter().position(|m| {
+            m.child.is_some()
+                && ctl(&m.endpoint(), &["endpoint", "status", "-w", "json"])
+                    .ok()
+                    .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                    .map(|v| v[0]["Status"]["leader"] == v[0]["Status"]["header"]["member_id"])
+                    .unwrap_or(false)
+        })
+    }
+
+    fn wait_leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = self.leader() {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no leader elected");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn member_id(&self, i: usize) -> String {
+        let out = ctl(&self.members[i].endpoint(), &["endpoint", "status", "-w", "json"]).expect("status");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("status json");
+        format!("{:x}", v[0]["Status"]["header"]["member_id"].as_u64().expect("member id"))
+    }
+}
+
+/// Serializable read of one key on one member.
+fn local_get(endpoint: &str, key: &str) -> Option<String> {
+    let out = ctl(endpoint, &["get", key, "--consistency=s", "--print-value-only"]).ok()?;
+    let v = out.trim_end().to_string();
+    (!v.is_empty()).then_some(v)
+}
+
+#[test]
+fn leader_kill9_under_load_loses_no_acknowledged_write() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    let endpoints = c.endpoints();
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (acked, stop, endpoints) = (acked.clone(), stop.clone(), endpoints.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let (k, v) = (format!("load/{w}/{i}"), format!("v{i}"));
+                    if ctl(&endpoints, &["put", &k, &v]).is_ok() {
+                        acked.lock().expect("lock").push((k, v));
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let before_kill = acked.lock().expect("lock").len();
+    c.members[leader].kill9();
+    let killed_at = Instant::now();
+    // A new leader serves writes within a few election timeouts (1 s each, randomised up to 2 s).
+    let survivors = c.endpoints();
+    let first_write = loop {
+        if ctl(&survivors, &["put", "failover/probe", "x"]).is_ok() {
+            break killed_at.elapsed();
+        }
+        assert!(killed_at.elapsed() < Duration::from_secs(15), "no leader after the old one was killed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("first write {first_write:?} after killing the leader");
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().expect("writer");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() > before_kill, "writes resumed after failover");
+
+    // The old leader rejoins and catches up.
+    let ic = Cluster::initial_cluster(&c.members);
+    c.members[leader].start(&ic, "new");
+    c.wait_healthy();
+    let last = acked.last().expect("some writes").clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while local_get(&c.members[leader].endpoint(), &last.0).as_deref() != Some(last.1.as_str()) {
+        assert!(Instant::now() < deadline, "old leader did not catch up:\n{}", c.members[leader].log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every acknowledged write is on every member.
+    for m in &c.members {
+        let out = ctl(&m.endpoint(), &["get", "load/", "--prefix", "--consistency=s"]).expect("get");
+        let lines: Vec<&str> = out.lines().collect();
+        let stored: std::collections::HashMap<&str, &str> = lines.chunks(2).map(|kv| (kv[0], kv.get(1).copied().unwrap_or(""))).collect();
+        for (k, v) in &acked {
+            assert_eq!(stored.get(k.as_str()), Some(&v.as_str()), "{} lost acknowledged write {k}", m.name);
+        }
+    }
+}
+
+#[test]
+fn minority_refuses_linearizable_reads_and_restart_keeps_data() {
+    let mut c = Cluster::start(3, &[]);
+    c.wait_leader();
+    ctl(&c.endpoints(), &["put", "k", "v1"]).expect("put");
+    c.members[1].kill9();
+    c.members[2].kill9();
+    let lone = c.members[0].endpoint();
+    std::thread::sleep(Duration::from_secs(3));
+    let err = ctl(&lone, &["get", "k"]).expect_err("a minority must not serve linearizable reads");
+    assert!(!err.is_empty());
+    assert_eq!(local_get(&lone, "k").as_deref(), Some("v1"), "serializable reads still work");
+    ctl(&lone, &["put", "k", "v2"]).expect_err("a minority must not accept writes");
+
+    // Restart everything: the data and the cluster come back.
+    c.members[0].kill9();
+    let ic = Cluster::initial_cluster(&c.members);
+    for m in &mut c.members {
+        m.start(&ic, "new");
+    }
+    c.wait_healthy();
+    c.wait_leader();
+    let out = ctl(&c.endpoints(), &["get", "k", "--print-value-only"]).expect("get after restart");
+    assert_eq!(out.trim(), "v1");
+}
+
+#[test]
+fn learner_catches_up_by_snapshot_then_promote_move_leader_and_remove() {
+    // A small snapshot count makes the leader purge its log, so the new member needs a snapshot.
+    let mut c = Cluster::start(3, &["--snapshot-count", "200"]);
+    c.wait_leader();
+    let endpoints = c.endpoints();
+    let txn_puts: String = (0..100).map(|i| format!("put pre/{i} value-{i}\n")).collect();
+    for round in 0..6 {
+        let input = format!("\n{txn_puts}\n\n");
+        let out = Command::new(etcdctl_bin())
+            .env("ETCDCTL_API", "3")
+            .args([format!("--endpoints={endpoints}"), "txn".into()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut ch| {
+                use std::io::Write;
+                ch.stdin.take().expect("stdin").write_all(input.as_bytes())?;
+                ch.wait_with_output()
+            })
+            .expect("txn");
+        assert!(out.status.success(), "txn round {round}");
+        for i in 0..60 {
+            ctl(&endpoints, &["put", &format!("single/{round}/{i}"), "x"]).expect("put");
+        }
+    }
+
+    // etcdctl member add --learner, then start the member with --initial-cluster-state existing.
+    let mut m = Member {
+        name: "m3".into(),
+        client: free_port(),
+        peer: free_port(),
+        dir: c._tmp.path().join("m3"),
+        child: None,
+        extra: c.extra.clone(),
+    };
+    let out = ctl(&endpoints, &["member", "add", "m3", &format!("--peer-urls={}", Member::url(m.peer)), "--learner"])
+        .expect("member add");
+    assert!(out.contains("added to cluster"), "{out}");
+    c.members.push(m_clone(&m));
+    let ic = Cluster::initial_cluster(&c.members);
+    c.members.pop();
+    m.start(&ic, "existing");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while local_get(&m.endpoint(), "single/5/59").is_none() {
+        assert!(Instant::now() < deadline, "learner did not catch up:\n{}", m.log_tail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(local_get(&m.endpoint(), "pre/7").as_deref(), Some("value-7"));
+    let list = ctl(&endpoints, &["member", "list"]).expect("member list");
+    let row = list.lines().find(|l| l.contains(&Member::url(m.peer))).expect("new member listed").to_string();
+    assert!(row.ends_with("true"), "listed as learner: {row}");
+    let id = row.split(',').next().expect("id").trim().to_string();
+    ctl(&endpoints, &["member", "promote", &id]).expect("promote");
+    let list = ctl(&endpoints, &["member", "list"]).expect("member list");
+    assert!(list.lines().any(|l| l.starts_with(&id) && l.ends_with("false")), "promoted: {list}");
+    c.members.push(m);
+
+    // Move leadership to the new member.
+    let leader = c.wait_leader();
+    let all = c.endpoints();
+    ctl(&c.members[leader].endpoint(), &["move-leader", &id]).expect("move-leader");
+    assert_eq!(c.wait_leader(), 3, "leadership moved to the new member");
+    ctl(&all, &["put", "after-move", "ok"]).expect("write after move");
+
+    // Remove one of the original members: it stops serving.
+    let victim = c.member_id(0);
+    ctl(&c.members[3].endpoint(), &["member", "remove", &victim]).expect("member remove");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !c.members[0].exited() {
+        assert!(Instant::now() < deadline, "a removed member must stop serving");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let list = ctl(&c.members[3].endpoint(), &["member", "list"]).expect("member list");
+    assert!(!list.contains(&victim), "{list}");
+    ctl(&c.members[3].endpoint(), &["put", "after-remove", "ok"]).expect("cluster keeps working");
+}
+
+fn m_clone(m: &Member) -> Member {
+    Member {
+        name: m.name.clone(),
+        client: m.client,
+        peer: m.peer,
+        dir: m.dir.clone(),
+        child: None,
+        extra: m.extra.clone(),
+    }
+}
