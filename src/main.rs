@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run an etcd-compatible store member (takes etcd's flags).
     Store(Box<cmd::store::StoreArgs>),
+    /// Save, inspect and restore etcd-format snapshots (takes etcdctl's / etcdutl's flags).
+    Snapshot(cmd::snapshot::SnapshotArgs),
     /// Print version information.
     Version,
 }
@@ -27,6 +29,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Store(args) => cmd::store::run(*args),
+        Command::Snapshot(args) => cmd::snapshot::run(args),
         Command::Version => {
             println!("rudder Version: {}", env!("CARGO_PKG_VERSION"));
             println!("etcd API Version: {}", rudder_store::server::maintenance::ETCD_VERSION);

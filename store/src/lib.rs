@@ -5,6 +5,7 @@
 //! services. Wire types come from `rudder-proto`; flags and process wiring live in the `rudder` binary.
 
 pub mod apply;
+pub mod backup;
 pub mod backend;
 pub mod command;
 pub mod config;
