@@ -504,7 +504,7 @@ async fn publish_self(node: std::sync::Weak<StoreNode>) {
 
 /// A member the cluster removed stops serving, as etcd does.
 async fn watch_removal(node: std::sync::Weak<StoreNode>) {
-    let Some(mut metrics) = node.upgrade().map(|n| n.raft.metrics()) else {
+    let Some(mut metrics) = node.upgrade().map(|n| n.raft.server_metrics()) else {
         return;
     };
     // A joining member first sees memberships older than its own addition (from a snapshot): only a
@@ -561,7 +561,8 @@ async fn expire_leases(node: std::sync::Weak<StoreNode>) {
 
 /// A member that becomes leader restarts every lease's clock, so leases survive leader changes.
 async fn refresh_leases_on_leadership(node: std::sync::Weak<StoreNode>) {
-    let Some(mut metrics) = node.upgrade().map(|n| n.raft.metrics()) else {
+    // Server metrics change with leadership and membership only, not with every write.
+    let Some(mut metrics) = node.upgrade().map(|n| n.raft.server_metrics()) else {
         return;
     };
     let mut was_leader = false;
