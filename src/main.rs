@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run an etcd-compatible store member (takes etcd's flags).
     Store(Box<cmd::store::StoreArgs>),
+    /// Run the Kubernetes API server (with an embedded store unless --etcd-servers is given).
+    Server(Box<cmd::server::ServerArgs>),
     /// Save, inspect and restore etcd-format snapshots (takes etcdctl's / etcdutl's flags).
     Snapshot(cmd::snapshot::SnapshotArgs),
     /// Print version information.
@@ -29,6 +31,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Store(args) => cmd::store::run(*args),
+        Command::Server(args) => cmd::server::run(*args),
         Command::Snapshot(args) => cmd::snapshot::run(args),
         Command::Version => {
             println!("rudder Version: {}", env!("CARGO_PKG_VERSION"));

@@ -1,2 +1,3 @@
+pub mod server;
 pub mod snapshot;
 pub mod store;

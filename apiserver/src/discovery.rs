@@ -1,0 +1,137 @@
+//! Discovery documents: aggregated v2 (`apidiscovery.k8s.io/v2`, chosen by client-go from the response
+//! Content-Type) and the legacy APIVersions / APIGroupList / APIResourceList.
+
+use serde_json::{json, Value};
+
+use crate::registry::{in_group, Resource, GROUPS};
+
+pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether the client asked for aggregated discovery v2.
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|a| {
+        let a = a.replace(' ', "");
+        a.contains("g=apidiscovery.k8s.io") && a.contains("v=v2;") && a.contains("as=APIGroupDiscoveryList")
+            || a.ends_with("g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList")
+    })
+}
+
+fn resource_discovery(r: &Resource) -> Value {
+    let kind = |k: &str| json!({"group": r.group, "version": r.version, "kind": k});
+    let mut subresources = Vec::new();
+    if !matches!(r.kind, "ConfigMap" | "Secret" | "ServiceAccount" | "Event" | "Lease") {
+        subresources
+            .push(json!({"subresource": "status", "responseKind": kind(r.kind), "verbs": ["get", "patch", "update"]}));
+    }
+    if crate::handlers::has_scale(r.kind) {
+        let scale = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
+        subresources.push(json!({"subresource": "scale", "responseKind": scale, "verbs": ["get", "patch", "update"]}));
+    }
+    let mut v = json!({
+        "resource": r.plural,
+        "responseKind": kind(r.kind),
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.singular,
+        "verbs": r.verbs(),
+        "subresources": subresources,
+    });
+    if let Some(o) = v.as_object_mut() {
+        if !r.short_names.is_empty() {
+            o.insert("shortNames".into(), json!(r.short_names));
+        }
+        if !r.categories.is_empty() {
+            o.insert("categories".into(), json!(r.categories));
+        }
+    }
+    v
+}
+
+fn group_discovery(group: &str) -> Value {
+    let resources: Vec<Value> = in_group(group).map(resource_discovery).collect();
+    json!({
+        "metadata": {"name": group, "creationTimestamp": null},
+        "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}],
+    })
+}
+
+/// `/api` (core only) or `/apis` (all named groups) as an APIGroupDiscoveryList.
+pub fn aggregated(core: bool) -> Value {
+    let items: Vec<Value> = GROUPS
+        .iter()
+        .filter(|g| g.is_empty() == core)
+        .map(|g| group_discovery(g))
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
+pub fn api_versions() -> Value {
+    json!({
+        "kind": "APIVersions", "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
+    })
+}
+
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = GROUPS
+        .iter()
+        .filter(|g| !g.is_empty())
+        .map(|g| {
+            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/api/v1` or `/apis/<group>/v1`; None for an unknown group.
+pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
+    if version != "v1" || !GROUPS.contains(&group) {
+        return None;
+    }
+    let mut resources = Vec::new();
+    for r in in_group(group) {
+        let mut e = json!({
+            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": r.verbs(),
+        });
+        if let Some(o) = e.as_object_mut() {
+            if !r.short_names.is_empty() {
+                o.insert("shortNames".into(), json!(r.short_names));
+            }
+            if !r.categories.is_empty() {
+                o.insert("categories".into(), json!(r.categories));
+            }
+        }
+        resources.push(e);
+        if crate::handlers::has_scale(r.kind) {
+            resources.push(
+                json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}),
+            );
+        }
+    }
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregated_accept_header() {
+        let kubectl = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert!(wants_aggregated(kubectl));
+        assert!(!wants_aggregated("application/json, */*"));
+    }
+
+    #[test]
+    fn core_group_has_empty_name() {
+        let d = aggregated(true);
+        assert_eq!(d.pointer("/items/0/metadata/name"), Some(&json!("")));
+    }
+}

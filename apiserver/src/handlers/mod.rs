@@ -1,0 +1,270 @@
+//! HTTP surface: routing by path (`/api/v1/...`, `/apis/<g>/<v>/...`), authentication, content
+//! negotiation, and dispatch to the verb handlers.
+
+mod patch;
+mod read;
+mod scale;
+
+pub use scale::has_scale;
+mod selector;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{header, Method};
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult, Target};
+use crate::registry::{find, Resource};
+use crate::{discovery, openapi, ApiServer};
+
+/// Set by the TLS layer when the client presented a certificate signed by our CA.
+#[derive(Clone, Copy, Debug)]
+pub struct Authenticated(pub bool);
+
+/// Upstream's default request body limit (3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Per-request context for resource handlers.
+pub struct Ctx<'a> {
+    pub server: &'a ApiServer,
+    pub r: &'static Resource,
+    pub namespace: Option<String>,
+    /// The client asked for `meta.k8s.io/v1` Table output.
+    pub table: bool,
+}
+
+impl Ctx<'_> {
+    pub fn target<'b>(&'b self, name: &'b str) -> Target<'b> {
+        Target {
+            group: self.r.group,
+            resource: self.r.plural,
+            name,
+        }
+    }
+}
+
+pub fn json_response(code: u16, v: &Value) -> Response {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(serde_json::to_vec(v).unwrap_or_default()))
+        .unwrap_or_default()
+}
+
+fn content_typed(ct: &'static str, v: &Value) -> Response {
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, ct)
+        .body(Body::from(serde_json::to_vec(v).unwrap_or_default()))
+        .unwrap_or_default()
+}
+
+pub fn router(server: Arc<ApiServer>) -> axum::Router {
+    axum::Router::new().fallback(dispatch).with_state(server)
+}
+
+fn version() -> Value {
+    json!({
+        "major": "1", "minor": "32", "gitVersion": "v1.32.0-rudder",
+        "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "rust", "compiler": "rustc", "platform": "linux/amd64",
+    })
+}
+
+fn query(q: Option<&str>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+async fn dispatch(State(server): State<Arc<ApiServer>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let method = parts.method.clone();
+    let authed = parts.extensions.get::<Authenticated>().is_some_and(|a| a.0);
+    let hdr = |h: header::HeaderName| {
+        parts
+            .headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let accept = hdr(header::ACCEPT);
+    let content_type = hdr(header::CONTENT_TYPE);
+    // Open to anonymous clients, as upstream's system:public-info-viewer role allows.
+    match path.as_str() {
+        "/version" | "/version/" => return json_response(200, &version()),
+        p if ["/healthz", "/livez", "/readyz"]
+            .iter()
+            .any(|h| p == *h || p.starts_with(&format!("{h}/"))) =>
+        {
+            let ok = !p.starts_with("/readyz") || server.ready();
+            let (code, text) = if ok {
+                (200, "ok")
+            } else {
+                (503, "[-]watch-cache not ready\nreadyz check failed")
+            };
+            return (http::StatusCode::from_u16(code).unwrap_or_default(), text).into_response();
+        }
+        _ => {}
+    }
+    if !authed {
+        return ApiError::new(401, "Unauthorized", "Unauthorized").into_response();
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::new(413, "RequestEntityTooLarge", "the request body is too large").into_response(),
+    };
+    let q = query(parts.uri.query());
+    let started = std::time::Instant::now();
+    let resp = match route(&server, &method, &path, &q, &accept, &content_type, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    resp
+}
+
+async fn route(
+    server: &ApiServer,
+    method: &Method,
+    path: &str,
+    q: &HashMap<String, String>,
+    accept: &str,
+    content_type: &str,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let trimmed = path.trim_end_matches('/');
+    let aggregated = discovery::wants_aggregated(accept);
+    match trimmed {
+        "/api" if aggregated => {
+            return Ok(content_typed(
+                discovery::AGGREGATED_CONTENT_TYPE,
+                &discovery::aggregated(true),
+            ))
+        }
+        "/apis" if aggregated => {
+            return Ok(content_typed(
+                discovery::AGGREGATED_CONTENT_TYPE,
+                &discovery::aggregated(false),
+            ))
+        }
+        "/api" => return Ok(json_response(200, &discovery::api_versions())),
+        "/apis" => return Ok(json_response(200, &discovery::api_group_list())),
+        "/openapi/v3" => return Ok(json_response(200, &openapi::root())),
+        _ => {}
+    }
+    if trimmed == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" && *method == Method::POST {
+        // No authorization yet: every authenticated user may do everything, which is what this answers.
+        // The body (often protobuf) is not read back; the spec is not echoed.
+        let review = json!({"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {}, "spec": {}, "status": {"allowed": true, "reason": "no authorization configured"}});
+        return Ok(json_response(201, &review));
+    }
+    if let Some(gv) = trimmed.strip_prefix("/openapi/v3/") {
+        return openapi::group_version(gv)
+            .map(|d| json_response(200, &d))
+            .ok_or_else(|| ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+    }
+    let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
+    let (group, version, rest) = if let Some(rest) = trimmed.strip_prefix("/api/v1") {
+        ("", "v1", rest)
+    } else if let Some(rest) = trimmed.strip_prefix("/apis/") {
+        let mut it = rest.splitn(3, '/');
+        let g = it.next().unwrap_or_default();
+        let Some(v) = it.next() else {
+            // `/apis/<group>`: the APIGroup.
+            let list = discovery::api_group_list();
+            let group = list["groups"]
+                .as_array()
+                .and_then(|gs| gs.iter().find(|x| x["name"] == g))
+                .cloned()
+                .ok_or_else(not_found)?;
+            let mut group = group;
+            if let Some(o) = group.as_object_mut() {
+                o.insert("kind".into(), json!("APIGroup"));
+                o.insert("apiVersion".into(), json!("v1"));
+            }
+            return Ok(json_response(200, &group));
+        };
+        let rest = it
+            .next()
+            .map(|r| &trimmed[trimmed.len() - r.len() - 1..])
+            .unwrap_or_default();
+        (g, v, rest)
+    } else {
+        return Err(not_found());
+    };
+    if rest.is_empty() {
+        return discovery::api_resource_list(group, version)
+            .map(|l| json_response(200, &l))
+            .ok_or_else(not_found);
+    }
+    let mut segs: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
+    let mut watch_path = false;
+    if segs.first() == Some(&"watch") {
+        watch_path = true;
+        segs.remove(0);
+    }
+    let (namespace, rest): (Option<String>, &[&str]) =
+        if segs.len() >= 3 && segs[0] == "namespaces" && find(group, version, segs[2]).is_some() {
+            (Some(segs[1].to_string()), &segs[2..])
+        } else {
+            (None, &segs[..])
+        };
+    let r = find(group, version, rest[0]).ok_or_else(not_found)?;
+    let name = rest.get(1).map(|s| s.to_string());
+    let sub = rest.get(2).copied();
+    let scale_ok = |s: &str| s == "scale" && scale::has_scale(r.kind);
+    if rest.len() > 3 || sub.is_some_and(|s| s != "status" && !scale_ok(s)) {
+        return Err(not_found());
+    }
+    // A namespaced resource addressed cluster-wide (list/watch across namespaces) has no namespace.
+    let namespace = if r.namespaced { namespace } else { None };
+    if r.namespaced && namespace.is_none() && (name.is_some() || *method == Method::POST) {
+        return Err(not_found());
+    }
+    let ctx = Ctx {
+        server,
+        r,
+        namespace,
+        table: accept.contains("as=Table"),
+    };
+    let is_watch = watch_path || q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let is_protobuf = content_type.starts_with("application/vnd.kubernetes.protobuf");
+    let body_owned;
+    let body = if is_protobuf && matches!(*method, Method::POST | Method::PUT) {
+        body_owned = crate::protobuf::to_json(r, body)?;
+        &body_owned[..]
+    } else {
+        body
+    };
+    if let (Some("scale"), Some(n)) = (sub, name.as_deref()) {
+        return scale::handle(&ctx, method, n, q, content_type, body).await;
+    }
+    match (method.clone(), name) {
+        (Method::GET, Some(n)) if is_watch => {
+            let mut q = q.clone();
+            q.insert("fieldSelector".into(), format!("metadata.name={n}"));
+            read::watch(&ctx, &q).await
+        }
+        (Method::GET, Some(n)) => read::get(&ctx, &n).await,
+        (Method::GET, None) if is_watch => read::watch(&ctx, q).await,
+        (Method::GET, None) => read::list(&ctx, q).await,
+        (Method::POST, None) => write::create(&ctx, q, body, "Update").await,
+        (Method::PUT, Some(n)) => write::update(&ctx, &n, q, body).await,
+        (Method::PATCH, Some(n)) => write::patch(&ctx, &n, q, content_type, body).await,
+        (Method::DELETE, Some(n)) => write::delete(&ctx, &n, q, body).await,
+        _ => Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("{method} is not supported on this path"),
+        )),
+    }
+}

@@ -1,0 +1,120 @@
+//! The `scale` subresource (autoscaling/v1 Scale) of deployments, replicasets and statefulsets: a view of
+//! `spec.replicas`, written back to the parent object under its resourceVersion.
+
+use std::collections::HashMap;
+
+use axum::response::Response;
+use http::Method;
+use serde_json::{json, Value};
+
+use super::patch::{self, PatchType};
+use super::{json_response, Ctx};
+use crate::error::{ApiError, ApiResult};
+use crate::storage::Write;
+use crate::watchcache::decode;
+
+pub fn has_scale(kind: &str) -> bool {
+    matches!(kind, "Deployment" | "ReplicaSet" | "StatefulSet")
+}
+
+fn scale_of(parent: &Value) -> Value {
+    let meta = &parent["metadata"];
+    let mut labels: Vec<String> = parent
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    labels.sort();
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
+        "spec": {"replicas": parent.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": parent.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": labels.join(",")},
+    })
+}
+
+pub async fn handle(
+    ctx: &Ctx<'_>,
+    method: &Method,
+    name: &str,
+    q: &HashMap<String, String>,
+    content_type: &str,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let key = ctx.r.key(ctx.namespace.as_deref(), name);
+    let (kv, _) = ctx.server.store.get(&key).await?;
+    let kv = kv.ok_or_else(|| ApiError::not_found(&ctx.target(name)))?;
+    let mut parent =
+        decode(&kv.value, kv.mod_revision).ok_or_else(|| ApiError::internal("undecodable stored object"))?;
+    let current = scale_of(&parent);
+    let wanted = match *method {
+        Method::GET => return Ok(json_response(200, &current)),
+        Method::PUT => serde_json::from_slice::<Value>(body)
+            .map_err(|e| ApiError::bad_request(format!("the object provided is unrecognized or malformed: {e}")))?,
+        Method::PATCH => {
+            let kind = PatchType::from_content_type(content_type)
+                .ok_or_else(|| ApiError::new(415, "UnsupportedMediaType", "unsupported patch type"))?;
+            patch::apply(&kind, &current, body)?
+        }
+        _ => {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "scale supports get, update and patch",
+            ))
+        }
+    };
+    if let Some(rv) = wanted.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+        if !rv.is_empty() && rv != kv.mod_revision.to_string() {
+            return Err(ApiError::conflict(
+                &ctx.target(name),
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+    }
+    let replicas = wanted
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Scale",
+                "autoscaling",
+                name,
+                vec![(
+                    "spec.replicas".into(),
+                    "Invalid value: must be greater than or equal to 0".into(),
+                )],
+            )
+        })?;
+    if let Some(spec) = parent.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("replicas".into(), json!(replicas));
+    }
+    if let Some(m) = parent.get_mut("metadata").and_then(Value::as_object_mut) {
+        let g = m.get("generation").and_then(Value::as_i64).unwrap_or(1);
+        m.insert("generation".into(), json!(g + 1));
+        m.remove("resourceVersion");
+    }
+    if q.get("dryRun").is_some_and(|d| d == "All") {
+        return Ok(json_response(200, &scale_of(&parent)));
+    }
+    let value = serde_json::to_vec(&parent).unwrap_or_default();
+    match ctx.server.store.put_if(&key, value, kv.mod_revision).await? {
+        Write::Done(rev) => {
+            if let Some(m) = parent.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.insert("resourceVersion".into(), json!(rev.to_string()));
+            }
+            Ok(json_response(200, &scale_of(&parent)))
+        }
+        Write::Mismatch(_) => Err(ApiError::conflict(
+            &ctx.target(name),
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )),
+    }
+}

@@ -1,0 +1,423 @@
+//! POST, PUT, PATCH and DELETE: metadata bookkeeping, defaulting and validation, then conditional writes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use axum::response::Response;
+use rand::Rng;
+use serde_json::{json, Value};
+
+use super::patch::{self, PatchType};
+use super::{json_response, Ctx};
+use crate::error::{ApiError, ApiResult};
+use crate::registry::{find, RESOURCES};
+use crate::storage::Write;
+use crate::watchcache::decode;
+
+const MODIFIED: &str = "the object has been modified; please apply your changes to the latest version and try again";
+/// Namespaces upstream refuses to delete.
+const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
+fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn meta_str<'a>(o: &'a Value, f: &str) -> Option<&'a str> {
+    o.get("metadata")?.get(f)?.as_str()
+}
+
+fn parse_body(body: &[u8]) -> ApiResult<Value> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the object provided is unrecognized or malformed: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the object provided is not a JSON object"));
+    }
+    Ok(v)
+}
+
+impl Ctx<'_> {
+    /// Checks kind/apiVersion against the URL and fills them, and the namespace, in.
+    fn check_type(&self, obj: &mut Value) -> ApiResult<()> {
+        let av = self.r.api_version();
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or(self.r.kind)
+            .to_string();
+        let got_av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or(&av).to_string();
+        if kind != self.r.kind || got_av != av {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({got_av}) does not match the expected API version ({av})"
+            ))
+            .with_kind_message(&kind, self.r.kind));
+        }
+        let Some(o) = obj.as_object_mut() else {
+            return Err(ApiError::bad_request("object expected"));
+        };
+        o.insert("kind".into(), json!(self.r.kind));
+        o.insert("apiVersion".into(), json!(av));
+        let meta = o.entry("metadata").or_insert_with(|| json!({}));
+        let Some(m) = meta.as_object_mut() else {
+            return Err(ApiError::bad_request("metadata must be an object"));
+        };
+        if self.r.namespaced {
+            let ns = self.namespace.clone().unwrap_or_else(|| "default".into());
+            match m.get("namespace").and_then(Value::as_str) {
+                Some(n) if !n.is_empty() && n != ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ))
+                }
+                _ => {
+                    m.insert("namespace".into(), json!(ns));
+                }
+            }
+        } else {
+            m.remove("namespace");
+        }
+        Ok(())
+    }
+
+    async fn namespace_exists(&self) -> ApiResult<()> {
+        let Some(ns) = self.namespace.as_deref().filter(|_| self.r.namespaced) else {
+            return Ok(());
+        };
+        let Some(nsr) = find("", "v1", "namespaces") else {
+            return Ok(());
+        };
+        if self.server.store.get(&nsr.key(None, ns)).await?.0.is_none() {
+            return Err(ApiError::not_found(&crate::error::Target {
+                group: "",
+                resource: "namespaces",
+                name: ns,
+            }));
+        }
+        Ok(())
+    }
+
+    fn managed_fields(&self, q: &HashMap<String, String>, op: &str) -> Value {
+        let manager = q.get("fieldManager").cloned().unwrap_or_else(|| "unknown".into());
+        json!([{"manager": manager, "operation": op, "apiVersion": self.r.api_version(),
+            "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {}}])
+    }
+}
+
+impl ApiError {
+    fn with_kind_message(self, got: &str, want: &str) -> Self {
+        if got != want {
+            return ApiError::bad_request(format!(
+                "the kind in the data ({got}) does not match the expected kind ({want})"
+            ));
+        }
+        self
+    }
+}
+
+fn encode(obj: &Value) -> Vec<u8> {
+    // resourceVersion is the key's mod_revision, never stored in the value.
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    serde_json::to_vec(&o).unwrap_or_default()
+}
+
+fn with_rv(mut obj: Value, rev: i64) -> Value {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("resourceVersion".into(), json!(rev.to_string()));
+    }
+    obj
+}
+
+fn dry_run(q: &HashMap<String, String>) -> bool {
+    q.get("dryRun").is_some_and(|d| d == "All")
+}
+
+pub async fn create(ctx: &Ctx<'_>, q: &HashMap<String, String>, body: &[u8], op: &str) -> ApiResult<Response> {
+    let mut obj = parse_body(body)?;
+    ctx.check_type(&mut obj)?;
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        let named = m.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        if !named {
+            if let Some(base) = m.get("generateName").and_then(Value::as_str) {
+                const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+                let mut rng = rand::rng();
+                let suffix: String = (0..5)
+                    .map(|_| ALPHA[rng.random_range(0..ALPHA.len())] as char)
+                    .collect();
+                let name = format!("{base}{suffix}");
+                m.insert("name".into(), json!(name));
+            }
+        }
+        m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        m.insert("creationTimestamp".into(), json!(now()));
+        m.remove("resourceVersion");
+        m.remove("deletionTimestamp");
+        if ctx.r.has_generation {
+            m.insert("generation".into(), json!(1));
+        }
+        m.insert("managedFields".into(), ctx.managed_fields(q, op));
+    }
+    ctx.r.default_object(&mut obj);
+    if ctx.r.kind == "Service" {
+        allocate_service_addresses(ctx, &mut obj);
+    }
+    ctx.r.validate(&obj)?;
+    let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+    ctx.namespace_exists().await?;
+    if dry_run(q) {
+        return Ok(json_response(201, &obj));
+    }
+    let key = ctx.r.key(ctx.namespace.as_deref(), &name);
+    match ctx.server.store.put_if(&key, encode(&obj), 0).await? {
+        Write::Done(rev) => Ok(json_response(201, &with_rv(obj, rev))),
+        Write::Mismatch(_) => Err(ApiError::already_exists(&ctx.target(&name))),
+    }
+}
+
+/// Service CIDR 10.96.0.0/16 (10.96.0.1 is the `kubernetes` service) and the NodePort range 30000-32767.
+/// Picks at random and avoids what the watch cache shows in use; two concurrent creates may still collide
+/// (upstream keeps an allocation bitmap in etcd; a later step).
+fn allocate_service_addresses(ctx: &Ctx<'_>, obj: &mut Value) {
+    let used: Vec<Arc<Value>> = ctx
+        .server
+        .cache(ctx.r)
+        .and_then(|c| c.list(&ctx.r.prefix(None)))
+        .map(|(v, _)| v)
+        .unwrap_or_default();
+    let used_ips: HashSet<&str> = used
+        .iter()
+        .filter_map(|s| s.pointer("/spec/clusterIP")?.as_str())
+        .collect();
+    let used_ports: HashSet<i64> = used
+        .iter()
+        .filter_map(|s| s.pointer("/spec/ports")?.as_array())
+        .flatten()
+        .filter_map(|p| p.get("nodePort")?.as_i64())
+        .collect();
+    let mut rng = rand::rng();
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let ty = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    if ty == "ExternalName" {
+        return;
+    }
+    let wants_ip = spec.get("clusterIP").and_then(Value::as_str).is_none_or(str::is_empty);
+    if wants_ip {
+        let ip = (0..1000)
+            .map(|_| {
+                let n: u16 = rng.random_range(2..65535);
+                format!("10.96.{}.{}", n >> 8, n & 0xff)
+            })
+            .find(|ip| !used_ips.contains(ip.as_str()));
+        if let Some(ip) = ip {
+            spec.insert("clusterIP".into(), json!(ip));
+            spec.insert("clusterIPs".into(), json!([ip]));
+        }
+    }
+    if spec.get("clusterIP").and_then(Value::as_str) != Some("None") {
+        spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
+        spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
+    }
+    spec.entry("internalTrafficPolicy").or_insert_with(|| json!("Cluster"));
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+            for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                if p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) == 0 {
+                    let port = (0..1000)
+                        .map(|_| rng.random_range(30000..=32767))
+                        .find(|p| !used_ports.contains(p));
+                    if let Some(port) = port {
+                        p.insert("nodePort".into(), json!(port));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Carries over what clients may not change and bumps generation when the spec changed.
+fn carry_over(ctx: &Ctx<'_>, old: &Value, new: &mut Value) {
+    let spec_changed = old.get("spec") != new.get("spec");
+    let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    // Go's omitempty drops empty maps: a label removed last leaves no `labels: {}` behind.
+    for f in ["labels", "annotations"] {
+        if m.get(f)
+            .is_some_and(|v| v.as_object().is_some_and(|o| o.is_empty()) || v.is_null())
+        {
+            m.remove(f);
+        }
+    }
+    for f in ["uid", "creationTimestamp", "deletionTimestamp"] {
+        match old.pointer(&format!("/metadata/{f}")) {
+            Some(v) => {
+                m.insert(f.into(), v.clone());
+            }
+            None => {
+                m.remove(f);
+            }
+        }
+    }
+    if ctx.r.has_generation {
+        let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+        m.insert("generation".into(), json!(if spec_changed { g + 1 } else { g }));
+    }
+    if m.get("managedFields").is_none() {
+        if let Some(mf) = old.pointer("/metadata/managedFields") {
+            m.insert("managedFields".into(), mf.clone());
+        }
+    }
+}
+
+/// Writes `new` over the stored object at revision `expected`.
+async fn store_update(ctx: &Ctx<'_>, name: &str, expected: i64, new: Value, dry: bool) -> ApiResult<Value> {
+    let key = ctx.r.key(ctx.namespace.as_deref(), name);
+    if dry {
+        return Ok(with_rv(new, expected));
+    }
+    match ctx.server.store.put_if(&key, encode(&new), expected).await? {
+        Write::Done(rev) => Ok(with_rv(new, rev)),
+        Write::Mismatch(None) => Err(ApiError::not_found(&ctx.target(name))),
+        Write::Mismatch(Some(_)) => Err(ApiError::conflict(&ctx.target(name), MODIFIED)),
+    }
+}
+
+pub async fn update(ctx: &Ctx<'_>, name: &str, q: &HashMap<String, String>, body: &[u8]) -> ApiResult<Response> {
+    let mut obj = parse_body(body)?;
+    ctx.check_type(&mut obj)?;
+    if meta_str(&obj, "name") != Some(name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            meta_str(&obj, "name").unwrap_or_default()
+        )));
+    }
+    let key = ctx.r.key(ctx.namespace.as_deref(), name);
+    let (kv, _) = ctx.server.store.get(&key).await?;
+    let kv = kv.ok_or_else(|| ApiError::not_found(&ctx.target(name)))?;
+    let old = decode(&kv.value, kv.mod_revision).ok_or_else(|| ApiError::internal("undecodable stored object"))?;
+    let expected = match meta_str(&obj, "resourceVersion").filter(|r| !r.is_empty()) {
+        Some(rv) => {
+            let rv: i64 = rv
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+            if rv != kv.mod_revision {
+                return Err(ApiError::conflict(&ctx.target(name), MODIFIED));
+            }
+            rv
+        }
+        None => kv.mod_revision,
+    };
+    carry_over(ctx, &old, &mut obj);
+    ctx.r.default_object(&mut obj);
+    ctx.r.validate(&obj)?;
+    let out = store_update(ctx, name, expected, obj, dry_run(q)).await?;
+    Ok(json_response(200, &out))
+}
+
+pub async fn patch(
+    ctx: &Ctx<'_>,
+    name: &str,
+    q: &HashMap<String, String>,
+    content_type: &str,
+    body: &[u8],
+) -> ApiResult<Response> {
+    let kind = PatchType::from_content_type(content_type).ok_or_else(|| {
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json; got {content_type:?}"),
+        )
+    })?;
+    let key = ctx.r.key(ctx.namespace.as_deref(), name);
+    if matches!(kind, PatchType::Apply) {
+        if q.get("fieldManager").is_none_or(|m| m.is_empty()) {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            ));
+        }
+        if ctx.server.store.get(&key).await?.0.is_none() {
+            // Server-side apply creates what does not exist yet.
+            return create(ctx, q, body, "Apply").await;
+        }
+    }
+    // The server retries its own read-modify-write when another writer got in between, as upstream does.
+    for _ in 0..5 {
+        let (kv, _) = ctx.server.store.get(&key).await?;
+        let kv = kv.ok_or_else(|| ApiError::not_found(&ctx.target(name)))?;
+        let old = decode(&kv.value, kv.mod_revision).ok_or_else(|| ApiError::internal("undecodable stored object"))?;
+        let mut new = patch::apply(&kind, &old, body)?;
+        ctx.check_type(&mut new)?;
+        let pinned = meta_str(&new, "resourceVersion").map(str::to_string);
+        if pinned.as_deref().is_some_and(|rv| rv != kv.mod_revision.to_string()) {
+            return Err(ApiError::conflict(&ctx.target(name), MODIFIED));
+        }
+        if meta_str(&new, "name") != Some(name) {
+            return Err(ApiError::bad_request("metadata.name may not be changed by a patch"));
+        }
+        carry_over(ctx, &old, &mut new);
+        ctx.r.default_object(&mut new);
+        ctx.r.validate(&new)?;
+        match store_update(ctx, name, kv.mod_revision, new, dry_run(q)).await {
+            Err(ApiError::Status { code: 409, .. }) if pinned.is_none() => continue,
+            r => return r.map(|o| json_response(200, &o)),
+        }
+    }
+    Err(ApiError::conflict(&ctx.target(name), MODIFIED))
+}
+
+pub async fn delete(ctx: &Ctx<'_>, name: &str, q: &HashMap<String, String>, body: &[u8]) -> ApiResult<Response> {
+    let opts: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    if ctx.r.kind == "Namespace" && PROTECTED_NAMESPACES.contains(&name) {
+        return Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+        ));
+    }
+    let key = ctx.r.key(ctx.namespace.as_deref(), name);
+    let (kv, _) = ctx.server.store.get(&key).await?;
+    let kv = kv.ok_or_else(|| ApiError::not_found(&ctx.target(name)))?;
+    let obj = decode(&kv.value, kv.mod_revision).ok_or_else(|| ApiError::internal("undecodable stored object"))?;
+    if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
+        if meta_str(&obj, "uid") != Some(uid) {
+            return Err(ApiError::conflict(
+                &ctx.target(name),
+                "Precondition failed: UID in precondition does not match the UID in record",
+            ));
+        }
+    }
+    let expected = match opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+        Some(rv) if rv != kv.mod_revision.to_string() => {
+            return Err(ApiError::conflict(&ctx.target(name), MODIFIED));
+        }
+        _ => kv.mod_revision,
+    };
+    if dry_run(q) {
+        return Ok(json_response(200, &obj));
+    }
+    match ctx.server.store.delete_if(&key, expected).await? {
+        Write::Done(_) => {}
+        Write::Mismatch(None) => return Err(ApiError::not_found(&ctx.target(name))),
+        Write::Mismatch(Some(_)) => return Err(ApiError::conflict(&ctx.target(name), MODIFIED)),
+    }
+    if ctx.r.kind == "Namespace" {
+        // No namespace controller yet: the namespace's contents go with it, at once.
+        for r in RESOURCES.iter().filter(|r| r.namespaced) {
+            ctx.server.store.delete_prefix(&r.prefix(Some(name))).await?;
+        }
+    }
+    Ok(json_response(200, &obj))
+}

@@ -1,0 +1,433 @@
+//! Per-resource strategy: where a resource lives in the store, its discovery facts, defaulting, validation
+//! and generation rules. Table columns are in `table.rs`.
+
+pub mod table;
+
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+
+/// Which Table printer a resource uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Printer {
+    NameAge,
+    Pod,
+    Namespace,
+    ConfigMap,
+    Secret,
+    Deployment,
+    ReplicaSet,
+    DaemonSet,
+    StatefulSet,
+    Job,
+    Node,
+    Service,
+    ServiceAccount,
+    Event,
+    Lease,
+}
+
+#[derive(Debug)]
+pub struct Resource {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    /// Directory under `/registry/`; upstream uses special names for a few resources.
+    pub etcd_dir: &'static str,
+    pub printer: Printer,
+    /// Bumps metadata.generation when the spec changes (workloads).
+    pub has_generation: bool,
+}
+
+macro_rules! res {
+    ($g:expr, $k:expr, $p:expr, $s:expr, $ns:expr, $short:expr, $cat:expr, $dir:expr, $pr:ident, $gen:expr) => {
+        Resource {
+            group: $g,
+            version: "v1",
+            kind: $k,
+            plural: $p,
+            singular: $s,
+            namespaced: $ns,
+            short_names: $short,
+            categories: $cat,
+            etcd_dir: $dir,
+            printer: Printer::$pr,
+            has_generation: $gen,
+        }
+    };
+}
+
+const ALL: &[&str] = &["all"];
+const NONE: &[&str] = &[];
+
+pub static RESOURCES: &[Resource] = &[
+    res!(
+        "",
+        "Namespace",
+        "namespaces",
+        "namespace",
+        false,
+        &["ns"],
+        NONE,
+        "namespaces",
+        Namespace,
+        false
+    ),
+    res!(
+        "",
+        "ConfigMap",
+        "configmaps",
+        "configmap",
+        true,
+        &["cm"],
+        NONE,
+        "configmaps",
+        ConfigMap,
+        false
+    ),
+    res!("", "Secret", "secrets", "secret", true, NONE, NONE, "secrets", Secret, false),
+    res!("", "Pod", "pods", "pod", true, &["po"], ALL, "pods", Pod, false),
+    res!(
+        "",
+        "Service",
+        "services",
+        "service",
+        true,
+        &["svc"],
+        ALL,
+        "services/specs",
+        Service,
+        false
+    ),
+    res!(
+        "",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        true,
+        &["sa"],
+        NONE,
+        "serviceaccounts",
+        ServiceAccount,
+        false
+    ),
+    res!(
+        "",
+        "Event",
+        "events",
+        "event",
+        true,
+        &["ev"],
+        NONE,
+        "events",
+        Event,
+        false
+    ),
+    res!(
+        "",
+        "Node",
+        "nodes",
+        "node",
+        false,
+        &["no"],
+        NONE,
+        "minions",
+        Node,
+        false
+    ),
+    res!(
+        "apps",
+        "Deployment",
+        "deployments",
+        "deployment",
+        true,
+        &["deploy"],
+        ALL,
+        "deployments",
+        Deployment,
+        true
+    ),
+    res!(
+        "apps",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        true,
+        &["rs"],
+        ALL,
+        "replicasets",
+        ReplicaSet,
+        true
+    ),
+    res!(
+        "apps",
+        "DaemonSet",
+        "daemonsets",
+        "daemonset",
+        true,
+        &["ds"],
+        ALL,
+        "daemonsets",
+        DaemonSet,
+        true
+    ),
+    res!(
+        "apps",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        true,
+        &["sts"],
+        ALL,
+        "statefulsets",
+        StatefulSet,
+        true
+    ),
+    res!("batch", "Job", "jobs", "job", true, NONE, ALL, "jobs", Job, true),
+    res!(
+        "coordination.k8s.io",
+        "Lease",
+        "leases",
+        "lease",
+        true,
+        NONE,
+        NONE,
+        "leases",
+        Lease,
+        false
+    ),
+];
+
+/// Groups in discovery order.
+pub const GROUPS: &[&str] = &["", "apps", "batch", "coordination.k8s.io"];
+
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+pub fn in_group(group: &str) -> impl Iterator<Item = &'static Resource> + '_ {
+    RESOURCES.iter().filter(move |r| r.group == group)
+}
+
+impl Resource {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `/registry/<dir>/` for a cluster-wide listing, `/registry/<dir>/<ns>/` within a namespace.
+    pub fn prefix(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("/registry/{}/{ns}/", self.etcd_dir),
+            _ => format!("/registry/{}/", self.etcd_dir),
+        }
+    }
+
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        format!("{}{name}", self.prefix(namespace))
+    }
+
+    /// Verbs advertised in discovery.
+    pub fn verbs(&self) -> Vec<&'static str> {
+        vec!["create", "delete", "get", "list", "patch", "update", "watch"]
+    }
+
+    /// Fills the defaults upstream's defaulters set for the fields clients read back.
+    pub fn default_object(&self, obj: &mut Value) {
+        let Some(o) = obj.as_object_mut() else { return };
+        match self.kind {
+            "Namespace" => {
+                let spec = entry_obj(o, "spec");
+                spec.entry("finalizers").or_insert_with(|| json!(["kubernetes"]));
+                entry_obj(o, "status").entry("phase").or_insert_with(|| json!("Active"));
+            }
+            "Pod" => {
+                let spec = entry_obj(o, "spec");
+                default_pod_spec(spec);
+                let status = entry_obj(o, "status");
+                status.entry("phase").or_insert_with(|| json!("Pending"));
+                status.entry("qosClass").or_insert_with(|| json!("BestEffort"));
+            }
+            "Deployment" | "ReplicaSet" | "StatefulSet" => {
+                let spec = entry_obj(o, "spec");
+                spec.entry("replicas").or_insert_with(|| json!(1));
+                spec.entry("revisionHistoryLimit").or_insert_with(|| json!(10));
+                if self.kind == "Deployment" {
+                    spec.entry("progressDeadlineSeconds").or_insert_with(|| json!(600));
+                    spec.entry("strategy").or_insert_with(|| {
+                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+                    });
+                }
+                default_template(spec);
+                o.entry("status").or_insert_with(|| json!({}));
+            }
+            "DaemonSet" | "Job" => {
+                let spec = entry_obj(o, "spec");
+                default_template(spec);
+                o.entry("status").or_insert_with(|| json!({}));
+            }
+            "Secret" => {
+                o.entry("type").or_insert_with(|| json!("Opaque"));
+            }
+            "Service" => {
+                let spec = entry_obj(o, "spec");
+                spec.entry("type").or_insert_with(|| json!("ClusterIP"));
+                spec.entry("sessionAffinity").or_insert_with(|| json!("None"));
+                if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        p.entry("protocol").or_insert_with(|| json!("TCP"));
+                        if let Some(port) = p.get("port").cloned() {
+                            p.entry("targetPort").or_insert(port);
+                        }
+                    }
+                }
+                o.entry("status").or_insert_with(|| json!({"loadBalancer": {}}));
+            }
+            _ => {}
+        }
+    }
+
+    /// Upstream's name rules: DNS-1123 labels for namespaces (and services), subdomains for the rest.
+    pub fn validate(&self, obj: &Value) -> Result<(), ApiError> {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut causes = Vec::new();
+        if name.is_empty() {
+            causes.push((
+                "metadata.name".to_string(),
+                "Required value: name or generateName is required".to_string(),
+            ));
+        } else {
+            let label_only = matches!(self.kind, "Namespace" | "Service");
+            if let Some(why) = dns1123(name, label_only) {
+                causes.push(("metadata.name".to_string(), format!("Invalid value: \"{name}\": {why}")));
+            }
+        }
+        let containers = obj
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if self.kind == "Pod" && containers == 0 {
+            causes.push(("spec.containers".to_string(), "Required value".to_string()));
+        }
+        let workload = matches!(self.kind, "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet");
+        if workload && obj.pointer("/spec/selector").is_none() {
+            causes.push(("spec.selector".to_string(), "Required value".to_string()));
+        }
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(self.kind, self.group, name, causes))
+        }
+    }
+}
+
+fn entry_obj<'a>(o: &'a mut Map<String, Value>, k: &str) -> &'a mut Map<String, Value> {
+    let v = o.entry(k).or_insert_with(|| json!({}));
+    if !v.is_object() {
+        *v = json!({});
+    }
+    match v {
+        Value::Object(m) => m,
+        // Replaced by an object just above.
+        _ => unreachable!("entry_obj holds an object"),
+    }
+}
+
+fn default_template(spec: &mut Map<String, Value>) {
+    if let Some(Value::Object(t)) = spec.get_mut("template") {
+        if let Some(Value::Object(ps)) = t.get_mut("spec") {
+            default_pod_spec(ps);
+        }
+    }
+}
+
+fn default_pod_spec(spec: &mut Map<String, Value>) {
+    spec.entry("restartPolicy").or_insert_with(|| json!("Always"));
+    spec.entry("dnsPolicy").or_insert_with(|| json!("ClusterFirst"));
+    spec.entry("terminationGracePeriodSeconds").or_insert_with(|| json!(30));
+    spec.entry("schedulerName")
+        .or_insert_with(|| json!("default-scheduler"));
+    spec.entry("securityContext").or_insert_with(|| json!({}));
+    if let Some(Value::Array(cs)) = spec.get_mut("containers") {
+        for c in cs.iter_mut().filter_map(Value::as_object_mut) {
+            let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
+            // Upstream: Always for ":latest" or untagged images, IfNotPresent otherwise.
+            let tag = image
+                .rsplit('/')
+                .next()
+                .and_then(|last| last.split_once(':'))
+                .map(|(_, t)| t);
+            let policy = if tag.is_none() || tag == Some("latest") {
+                "Always"
+            } else {
+                "IfNotPresent"
+            };
+            c.entry("imagePullPolicy").or_insert_with(|| json!(policy));
+            c.entry("terminationMessagePath")
+                .or_insert_with(|| json!("/dev/termination-log"));
+            c.entry("terminationMessagePolicy").or_insert_with(|| json!("File"));
+            c.entry("resources").or_insert_with(|| json!({}));
+        }
+    }
+}
+
+/// Why `name` is not a DNS-1123 label (`label_only`) or subdomain, upstream's wording.
+pub fn dns1123(name: &str, label_only: bool) -> Option<String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if label_only {
+        if name.len() > 63 {
+            return Some("must be no more than 63 characters".into());
+        }
+        if !label_ok(name) {
+            return Some("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".into());
+        }
+        return None;
+    }
+    if name.len() > 253 {
+        return Some("must be no more than 253 characters".into());
+    }
+    if !name.split('.').all(label_ok) {
+        return Some("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(dns1123("my-app.v1", false).is_none());
+        assert!(dns1123("My_App", false).is_some());
+        assert!(dns1123("a.b", true).is_some());
+        assert!(dns1123("-a", true).is_some());
+    }
+
+    #[test]
+    fn special_prefixes() {
+        let nodes = find("", "v1", "nodes").map(|r| r.key(None, "n1"));
+        assert_eq!(nodes.as_deref(), Some("/registry/minions/n1"));
+        let svc = find("", "v1", "services").map(|r| r.key(Some("default"), "k"));
+        assert_eq!(svc.as_deref(), Some("/registry/services/specs/default/k"));
+    }
+}

@@ -1,0 +1,711 @@
+//! `rudder server` driven by the real kubectl (the bundled 1.32 binary, called directly so the dispatcher's
+//! version probe plays no part), with a fresh data dir, kubeconfig and discovery cache per server.
+//! One test runs the API server on Debian's etcd 3.4.23 (`--etcd-servers`).
+//!
+//! Run: `CARGO_TARGET_DIR=/var/tmp/rudder-target cargo test --release --test apiserver_kubectl`.
+//! Knobs: `RUDDER_KUBECTL` (kubectl binary), `RUDDER_E2E_ETCD` (etcd binary).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const KUBECTL_DEFAULT: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
+
+fn kubectl_bin() -> String {
+    std::env::var("RUDDER_KUBECTL").unwrap_or_else(|_| KUBECTL_DEFAULT.into())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server {
+    child: Child,
+    etcd: Option<Child>,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(e) = self.etcd.as_mut() {
+            let _ = e.kill();
+            let _ = e.wait();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- server.log (last lines) ---");
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl From<Output> for Out {
+    fn from(o: Output) -> Self {
+        Out {
+            ok: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+fn start_etcd(dir: &Path) -> (Child, String) {
+    let bin = std::env::var("RUDDER_E2E_ETCD").unwrap_or_else(|_| "/usr/bin/etcd".into());
+    let (c, p) = (free_port(), free_port());
+    let client = format!("http://127.0.0.1:{c}");
+    let peer = format!("http://127.0.0.1:{p}");
+    let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
+    let child = Command::new(bin)
+        .args(["--name", "e2e", "--data-dir"])
+        .arg(dir.join("etcd"))
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("e2e={peer}")])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start etcd");
+    (child, client)
+}
+
+impl Server {
+    fn start(external_etcd: bool) -> Server {
+        Self::start_with(external_etcd, &[])
+    }
+
+    fn start_with(external_etcd: bool, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rudder"));
+        cmd.arg("server").arg("--data-dir").arg(dir.path().join("data")).args([
+            "--secure-port",
+            &port.to_string(),
+            "--bind-address",
+            "127.0.0.1",
+        ]);
+        let etcd = if external_etcd {
+            let (child, url) = start_etcd(dir.path());
+            cmd.args(["--etcd-servers", &url]);
+            Some(child)
+        } else {
+            cmd.args(["--store-client-url", &format!("http://127.0.0.1:{}", free_port())]);
+            cmd.args(["--store-peer-url", &format!("http://127.0.0.1:{}", free_port())]);
+            None
+        };
+        cmd.args(extra);
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = cmd
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start rudder server");
+        let kubeconfig = dir.path().join("data/kubeconfig.yaml");
+        let s = Server {
+            child,
+            etcd,
+            dir,
+            kubeconfig,
+        };
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if s.kubeconfig.exists() {
+                let o = s.kubectl(&["get", "--raw", "/readyz"]);
+                if o.ok && o.stdout.trim() == "ok" {
+                    return s;
+                }
+            }
+            assert!(Instant::now() < deadline, "server not ready in time");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        self.command_with(&kubectl_bin(), args)
+    }
+
+    fn command_with(&self, bin: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin);
+        c.env("HOME", self.dir.path())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"))
+            .args(["--request-timeout", "20s"])
+            .args(args);
+        c
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Out {
+        self.command(args).output().expect("run kubectl").into()
+    }
+
+    fn kubectl_in(&self, args: &[&str], stdin: &str) -> Out {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        // kubectl may exit before reading everything (e.g. on a rejected body); its output tells why.
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        child.wait_with_output().unwrap().into()
+    }
+
+    /// Runs kubectl and asserts success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        assert!(o.ok, "kubectl {args:?} failed: {}{}", o.stdout, o.stderr);
+        o.stdout
+    }
+
+    /// Runs kubectl and asserts failure; returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        assert!(!o.ok, "kubectl {args:?} unexpectedly succeeded: {}", o.stdout);
+        o.stderr
+    }
+}
+
+fn basic_suite(s: &Server) {
+    // Discovery, version and the bootstrap namespaces.
+    let v = s.ok(&["version", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(v["serverVersion"]["minor"], "32", "{v}");
+    let ns = s.ok(&["get", "namespaces"]);
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.lines().any(|l| l.starts_with(n) && l.contains("Active")), "{ns}");
+    }
+    assert!(ns.starts_with("NAME"), "{ns}");
+
+    // Protobuf bodies from typed clients: namespace, configmap, deployment.
+    assert!(s
+        .ok(&["create", "namespace", "team"])
+        .contains("namespace/team created"));
+    s.ok(&[
+        "create",
+        "configmap",
+        "cm1",
+        "-n",
+        "team",
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+    ]);
+    assert_eq!(
+        s.ok(&["get", "cm", "cm1", "-n", "team", "-o", "jsonpath={.data.a}"]),
+        "1"
+    );
+    let cms = s.ok(&["get", "configmaps", "-n", "team"]);
+    assert!(
+        cms.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .eq(["NAME", "DATA", "AGE"]),
+        "{cms}"
+    );
+    assert!(
+        cms.lines()
+            .any(|l| l.starts_with("cm1") && l.split_whitespace().nth(1) == Some("2")),
+        "{cms}"
+    );
+    s.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "team",
+        "--image=nginx:1.27",
+        "--port=80",
+    ]);
+    let d = s.ok(&["get", "deploy", "web", "-n", "team", "-o", "wide"]);
+    assert!(
+        d.contains("UP-TO-DATE") && d.contains("nginx:1.27") && d.contains("app=web"),
+        "{d}"
+    );
+    assert!(
+        d.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("web") && l.contains("0/1")),
+        "{d}"
+    );
+    let gen = s.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "team",
+        "-o",
+        "jsonpath={.metadata.generation} {.spec.template.spec.containers[0].imagePullPolicy}",
+    ]);
+    assert_eq!(gen, "1 IfNotPresent");
+
+    // Errors: the upstream reasons.
+    // `create <kind>` wraps the server's message in its own words; `create -f` prints the reason.
+    let e = s.fails(&["create", "configmap", "cm1", "-n", "team"]);
+    assert!(e.contains("configmaps \"cm1\" already exists"), "{e}");
+    let dup = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm1\n  namespace: team\n";
+    let o = s.kubectl_in(&["create", "-f", "-"], dup);
+    assert!(o.stderr.contains("Error from server (AlreadyExists)"), "{}", o.stderr);
+    let e = s.fails(&["get", "cm", "nope", "-n", "team"]);
+    assert!(
+        e.contains("Error from server (NotFound): configmaps \"nope\" not found"),
+        "{e}"
+    );
+    let e = s.fails(&["create", "configmap", "Bad_Name", "-n", "team"]);
+    assert!(
+        e.contains("ConfigMap \"Bad_Name\" is invalid") && e.contains("RFC 1123"),
+        "{e}"
+    );
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n";
+    let o = s.kubectl_in(&["apply", "-f", "-"], bad);
+    // kubectl's wording for a 422 Invalid Status with field causes.
+    assert!(
+        o.stderr
+            .contains("The ConfigMap \"Bad_Name\" is invalid: metadata.name: Invalid value"),
+        "{}",
+        o.stderr
+    );
+    let e = s.fails(&["create", "configmap", "x", "-n", "missing-ns"]);
+    assert!(e.contains("namespaces \"missing-ns\" not found"), "{e}");
+
+    // Pods with defaults and the pod table; selectors; pagination.
+    for (name, app) in [("p1", "a"), ("p2", "b"), ("p3", "a")] {
+        s.ok(&[
+            "run",
+            name,
+            "-n",
+            "team",
+            "--image=busybox",
+            &format!("--labels=app={app}"),
+        ]);
+    }
+    let pods = s.ok(&["get", "pods", "-n", "team"]);
+    assert!(
+        pods.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .eq(["NAME", "READY", "STATUS", "RESTARTS", "AGE"]),
+        "{pods}"
+    );
+    assert!(
+        pods.lines()
+            .any(|l| l.starts_with("p1") && l.contains("0/1") && l.contains("Pending")),
+        "{pods}"
+    );
+    let sel = s.ok(&["get", "pods", "-n", "team", "-l", "app=a", "-o", "name"]);
+    assert_eq!(sel.lines().collect::<Vec<_>>(), ["pod/p1", "pod/p3"]);
+    let sel = s.ok(&[
+        "get",
+        "pods",
+        "-A",
+        "--field-selector",
+        "metadata.name=p2",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(sel.trim(), "pod/p2");
+    let paged = s.ok(&["get", "pods", "-n", "team", "--chunk-size=1", "-o", "name"]);
+    assert_eq!(paged.lines().count(), 3, "{paged}");
+    let policy = s.ok(&[
+        "get",
+        "pod",
+        "p1",
+        "-n",
+        "team",
+        "-o",
+        "jsonpath={.spec.restartPolicy}/{.spec.containers[0].imagePullPolicy}",
+    ]);
+    assert_eq!(policy, "Always/Always");
+}
+
+/// Kinds beyond the first ones: service accounts and secrets (protobuf), nodes and services (JSON, tables).
+fn more_kinds(s: &Server) {
+    s.ok(&["create", "serviceaccount", "robot"]);
+    s.ok(&["create", "secret", "generic", "token", "--from-literal=k=v"]);
+    let out = s.ok(&["get", "sa,secrets"]);
+    assert!(out.lines().any(|l| l.starts_with("serviceaccount/robot")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("secret/token") && l.contains("Opaque") && l.contains(" 1 ")),
+        "{out}"
+    );
+    let node = r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1","labels":{"node-role.kubernetes.io/control-plane":""}},
+        "status":{"conditions":[{"type":"Ready","status":"True"}],"nodeInfo":{"kubeletVersion":"v1.32.0"},
+        "addresses":[{"type":"InternalIP","address":"10.0.0.1"}]}}"#;
+    let o = s.kubectl_in(&["create", "-f", "-"], node);
+    assert!(o.ok, "{}", o.stderr);
+    let nodes = s.ok(&["get", "nodes", "-o", "wide"]);
+    let head: Vec<&str> = nodes.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(&head[..6], ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP"]);
+    let row: Vec<&str> = nodes.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        (row[0], row[1], row[2], row[4], row[5]),
+        ("n1", "Ready", "control-plane", "v1.32.0", "10.0.0.1")
+    );
+    s.ok(&["create", "deployment", "api", "--image=nginx:1.27"]);
+    s.ok(&["expose", "deployment", "api", "--port=80", "--target-port=8080"]);
+    let svc = s.ok(&["get", "svc", "api", "-o", "wide"]);
+    assert!(
+        svc.contains("ClusterIP") && svc.contains("80/TCP") && svc.contains("app=api"),
+        "{svc}"
+    );
+    assert!(s
+        .ok(&["get", "svc", "api", "-o", "jsonpath={.spec.clusterIP}"])
+        .starts_with("10.96."));
+    s.ok(&["create", "service", "nodeport", "np", "--tcp=80:8080"]);
+    let np = s.ok(&["get", "svc", "np", "-o", "jsonpath={.spec.ports[0].nodePort}"]);
+    assert!(np.parse::<u16>().is_ok_and(|p| (30000..=32767).contains(&p)), "{np}");
+    let k = s.ok(&[
+        "get",
+        "svc",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.spec.ports[0].port}",
+    ]);
+    assert_eq!(k, "10.96.0.1 443");
+    s.ok(&["delete", "svc", "np"]);
+    // scale: the autoscaling/v1 Scale subresource.
+    assert!(s.ok(&["scale", "deployment", "api", "--replicas=3"]).contains("scaled"));
+    let got = s.ok(&[
+        "get",
+        "deploy",
+        "api",
+        "-o",
+        "jsonpath={.spec.replicas} {.metadata.generation}",
+    ]);
+    assert_eq!(got, "3 2");
+    let raw = s.ok(&["get", "--raw", "/apis/apps/v1/namespaces/default/deployments/api/scale"]);
+    assert!(
+        raw.contains(r#""kind":"Scale""#) && raw.contains(r#""selector":"app=api""#),
+        "{raw}"
+    );
+    s.ok(&["delete", "deploy", "api"]);
+    s.ok(&["delete", "svc", "api"]);
+    s.ok(&["delete", "node", "n1"]);
+}
+
+fn write_suite(s: &Server) {
+    let manifest = |v: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\n  namespace: default\nspec:\n  replicas: {v}\n  \
+             selector:\n    matchLabels: {{app: app}}\n  template:\n    metadata:\n      labels: {{app: app}}\n    spec:\n      \
+             containers:\n      - name: c\n        image: nginx:1.{v}\n        ports:\n        - containerPort: 80\n"
+        )
+    };
+    let o = s.kubectl_in(&["apply", "-f", "-"], &manifest("2"));
+    assert!(
+        o.ok && o.stdout.contains("deployment.apps/app created"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    let o = s.kubectl_in(&["apply", "-f", "-"], &manifest("3"));
+    assert!(
+        o.ok && o.stdout.contains("deployment.apps/app configured"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    let got = s.ok(&["get", "deploy", "app", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.metadata.generation}"]);
+    assert_eq!(got, "3 nginx:1.3 80 2");
+    let o = s.kubectl_in(&["apply", "-f", "-"], &manifest("3"));
+    assert!(o.ok && o.stdout.contains("unchanged"), "{}{}", o.stdout, o.stderr);
+
+    // Server-side apply (approximate: merge, no field ownership yet): create, then update.
+    let o = s.kubectl_in(
+        &["apply", "--server-side", "-f", "-"],
+        &manifest("4").replace("name: app\n", "name: ssa\n"),
+    );
+    assert!(
+        o.ok && o.stdout.contains("deployment.apps/ssa serverside-applied"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    let o = s.kubectl_in(
+        &["apply", "--server-side", "-f", "-"],
+        &manifest("5").replace("name: app\n", "name: ssa\n"),
+    );
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(s.ok(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]), "5");
+    s.ok(&["delete", "deploy", "ssa"]);
+
+    s.ok(&["label", "deploy", "app", "tier=web"]);
+    s.ok(&["annotate", "deploy", "app", "note=hello"]);
+    let got = s.ok(&[
+        "get",
+        "deploy",
+        "app",
+        "-o",
+        "jsonpath={.metadata.labels.tier} {.metadata.annotations.note}",
+    ]);
+    assert_eq!(got, "web hello");
+    s.ok(&["label", "deploy", "app", "tier-"]);
+    assert_eq!(s.ok(&["get", "deploy", "app", "-o", "jsonpath={.metadata.labels}"]), "");
+
+    s.ok(&["create", "configmap", "pc", "--from-literal=a=1"]);
+    s.ok(&["patch", "cm", "pc", "--type=merge", "-p", r#"{"data":{"b":"2"}}"#]);
+    s.ok(&[
+        "patch",
+        "cm",
+        "pc",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/data/a"}]"#,
+    ]);
+    s.ok(&["patch", "cm", "pc", "-p", r#"{"data":{"c":"3"}}"#]);
+    assert_eq!(
+        s.ok(&["get", "cm", "pc", "-o", "jsonpath={.data}"]),
+        r#"{"b":"2","c":"3"}"#
+    );
+    let e = s.fails(&[
+        "patch",
+        "cm",
+        "pc",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/data/zzz"}]"#,
+    ]);
+    assert!(
+        e.contains("The request is invalid: the server rejected our request"),
+        "{e}"
+    );
+
+    // replace with a stale resourceVersion: 409 Conflict.
+    let stale = s.ok(&["get", "cm", "pc", "-o", "json"]);
+    s.ok(&["patch", "cm", "pc", "--type=merge", "-p", r#"{"data":{"d":"4"}}"#]);
+    let o = s.kubectl_in(&["replace", "-f", "-"], &stale);
+    assert!(
+        !o.ok && o.stderr.contains("(Conflict)") && o.stderr.contains("the object has been modified"),
+        "{}",
+        o.stderr
+    );
+    let fresh = s.ok(&["get", "cm", "pc", "-o", "json"]);
+    let o = s.kubectl_in(&["replace", "-f", "-"], &fresh);
+    assert!(
+        o.ok && o.stdout.contains("configmap/pc replaced"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+
+    // delete waits until the object is gone.
+    assert!(s.ok(&["delete", "cm", "pc"]).contains("configmap \"pc\" deleted"));
+    s.fails(&["get", "cm", "pc"]);
+    assert!(s.ok(&["delete", "deploy", "app", "--wait=true"]).contains("deleted"));
+    let e = s.fails(&["delete", "namespace", "default"]);
+    assert!(e.contains("(Forbidden)"), "{e}");
+}
+
+#[test]
+fn kubectl_against_embedded_store() {
+    let s = Server::start(false);
+    basic_suite(&s);
+    more_kinds(&s);
+    write_suite(&s);
+    let o = s.kubectl(&["get", "--raw", "/api"]);
+    assert!(o.ok && o.stdout.contains("APIVersions"), "{}", o.stderr);
+    assert_eq!(s.ok(&["auth", "can-i", "create", "deployments"]).trim(), "yes");
+    // One minor either side of the server's 1.32, and the dispatcher (it picks a binary from /version).
+    for bin in [
+        "/usr/lib/google-cloud-sdk/bin/kubectl.1.31",
+        "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
+        "kubectl",
+    ] {
+        let name = format!("skew-{}", bin.rsplit('.').next().unwrap_or("x"));
+        let o: Out = s
+            .command_with(bin, &["create", "configmap", &name, "--from-literal=a=1"])
+            .output()
+            .unwrap()
+            .into();
+        assert!(o.ok, "{bin}: {}", o.stderr);
+        let o: Out = s
+            .command_with(bin, &["get", "configmap", &name, "-o", "jsonpath={.data.a}"])
+            .output()
+            .unwrap()
+            .into();
+        assert_eq!(o.stdout, "1", "{bin}: {}", o.stderr);
+    }
+    bad_input(&s);
+    let aggregated = s.ok(&["get", "--raw", "/apis/apps/v1"]);
+    assert!(aggregated.contains("\"deployments\""), "{aggregated}");
+}
+
+/// Malformed and mismatched bodies get the upstream status; nothing is stored; the server stays up.
+fn bad_input(s: &Server) {
+    let raw = |path: &str, body: &str| s.kubectl_in(&["create", "--raw", path, "-f", "-"], body);
+    let o = raw("/api/v1/namespaces/default/configmaps", "{not json");
+    assert!(!o.ok && o.stderr.contains("(BadRequest)"), "{}", o.stderr);
+    let o = raw(
+        "/api/v1/namespaces/default/configmaps",
+        r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#,
+    );
+    assert!(
+        !o.ok && o.stderr.contains("(BadRequest)") && o.stderr.contains("kind"),
+        "{}",
+        o.stderr
+    );
+    let o = raw(
+        "/api/v1/namespaces/other/configmaps",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"default"}}"#,
+    );
+    assert!(
+        !o.ok && o.stderr.contains("does not match the namespace"),
+        "{}",
+        o.stderr
+    );
+    let big = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#,
+        "x".repeat(4 << 20)
+    );
+    let o = raw("/api/v1/namespaces/default/configmaps", &big);
+    assert!(!o.ok && o.stderr.contains("(RequestEntityTooLarge)"), "{}", o.stderr);
+    assert!(s.fails(&["get", "cm", "x"]).contains("NotFound"));
+    assert!(s.fails(&["get", "cm", "big"]).contains("NotFound"));
+    // No client certificate (an unknown bearer token instead): 401.
+    let server = s.ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let o: Out = Command::new(kubectl_bin())
+        .env("HOME", s.dir.path())
+        .args([
+            "--server",
+            &server,
+            "--insecure-skip-tls-verify",
+            "--token",
+            "bogus",
+            "--cache-dir",
+        ])
+        .arg(s.dir.path().join("anon-cache"))
+        .args(["get", "namespaces"])
+        .output()
+        .unwrap()
+        .into();
+    assert!(
+        !o.ok && o.stderr.contains("You must be logged in to the server"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(s.ok(&["get", "--raw", "/readyz"]).trim(), "ok");
+}
+
+#[test]
+fn kubectl_watch_and_expired_resource_version() {
+    let s = Server::start_with(false, &["--etcd-compaction-interval", "1s"]);
+    let mut child = s
+        .command(&["get", "configmaps", "-n", "default", "-w", "--output-watch-events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |want: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no watch line containing {want:?}"));
+            if line.contains(want) {
+                return line;
+            }
+        }
+    };
+    // An empty list prints nothing: give kubectl time to list and open its watch.
+    std::thread::sleep(Duration::from_millis(1500));
+    s.ok(&["create", "configmap", "w1", "--from-literal=a=1"]);
+    assert!(next("w1").starts_with("ADDED"));
+    s.ok(&["label", "cm", "w1", "x=y"]);
+    assert!(next("w1").starts_with("MODIFIED"));
+    s.ok(&["delete", "cm", "w1"]);
+    assert!(next("w1").starts_with("DELETED"));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Reflector-style watch from a resourceVersion older than the cache: one ERROR event with 410 Expired.
+    let o = s.ok(&["get", "--raw", "/api/v1/configmaps?watch=true&resourceVersion=1"]);
+    let ev: serde_json::Value = serde_json::from_str(o.lines().next().unwrap()).unwrap();
+    assert_eq!(ev["type"], "ERROR", "{o}");
+    assert_eq!(ev["object"]["code"], 410);
+    assert_eq!(ev["object"]["reason"], "Expired");
+
+    // Watch from a recent list revision replays what came after it.
+    let list = s.ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?resourceVersion=0",
+    ]);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    s.ok(&["create", "configmap", "w2"]);
+    let path = format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=1&allowWatchBookmarks=true");
+    let o = s.ok(&["get", "--raw", &path]);
+    let first: serde_json::Value = serde_json::from_str(o.lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "ADDED", "{o}");
+    assert_eq!(first["object"]["metadata"]["name"], "w2");
+
+    // WatchList: initial ADDED events, then a bookmark annotated as their end.
+    let path = "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1";
+    let o = s.ok(&["get", "--raw", path]);
+    let evs: Vec<serde_json::Value> = o.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        evs.iter()
+            .any(|e| e["type"] == "ADDED" && e["object"]["metadata"]["name"] == "w2"),
+        "{o}"
+    );
+    let end = evs
+        .iter()
+        .position(|e| e["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true");
+    assert_eq!(end, Some(evs.len() - 1), "{o}");
+
+    // Compaction (every second here, compact_rev_key protocol): an exact read at an old revision is 410.
+    std::thread::sleep(Duration::from_millis(2500));
+    let e = s.fails(&[
+        "get",
+        "--raw",
+        "/api/v1/configmaps?resourceVersion=2&resourceVersionMatch=Exact",
+    ]);
+    assert!(e.contains("Error from server (Expired)"), "{e}");
+    assert!(s.ok(&["get", "--raw", "/api/v1/configmaps"]).contains("w2"));
+}
+
+#[test]
+fn kubectl_against_debian_etcd() {
+    if !Path::new(&std::env::var("RUDDER_E2E_ETCD").unwrap_or_else(|_| "/usr/bin/etcd".into())).exists() {
+        eprintln!("skipping: no etcd binary");
+        return;
+    }
+    let s = Server::start(true);
+    basic_suite(&s);
+    more_kinds(&s);
+    write_suite(&s);
+}
