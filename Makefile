@@ -1,4 +1,4 @@
-# Rudder: `make run` starts the control plane (for now: a single-member etcd-compatible store),
+# Rudder: `make run` starts the control plane (API server on an embedded single-member store),
 # `make test` runs every test, `make bench` compares against Debian's etcd. Each installs what is missing.
 
 SHELL := /bin/bash
@@ -6,7 +6,6 @@ export CARGO_TARGET_DIR ?= /var/tmp/rudder-target
 CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release/rudder
 DATA_DIR ?= ./rudder-data
-CLIENT_URL ?= http://127.0.0.1:2379
 
 .PHONY: run test bench deps build lint unit e2e loom clean-data
 
@@ -17,9 +16,8 @@ build: deps
 	$(CARGO) build --release --workspace --bins
 
 run: build
-	@echo "rudder store: data in $(DATA_DIR), clients on $(CLIENT_URL) (etcdctl --endpoints=$(CLIENT_URL) ...)"
-	exec $(BIN) store --name default --data-dir $(DATA_DIR) \
-		--listen-client-urls $(CLIENT_URL) --advertise-client-urls $(CLIENT_URL)
+	@echo "rudder server: data in $(DATA_DIR); the etcd API on 127.0.0.1:2379, the Kubernetes API on :6443"
+	exec $(BIN) server --data-dir $(DATA_DIR)
 
 lint: deps
 	$(CARGO) fmt --all -- --check
