@@ -477,6 +477,17 @@ async fn local_read_index(raft: &Raft) -> Result<(), StoreError> {
 async fn publish_self(node: std::sync::Weak<StoreNode>) {
     loop {
         let Some(n) = node.upgrade() else { return };
+        // A membership change only starts once the previous one is committed; asking earlier just fails.
+        let settled = {
+            let m = n.raft.server_metrics();
+            let m = m.borrow_watched();
+            m.membership_config.log_id() == m.committed_membership_config.log_id()
+        };
+        if !settled {
+            drop(n);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         let me = n.member.clone();
         let current = n
             .members()
