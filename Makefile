@@ -36,7 +36,7 @@ test: build lint unit loom
 
 bench: build
 	$(CARGO) build --release -p rudder-bench
-	$(CARGO_TARGET_DIR)/release/rudder-bench --rudder $(BIN) --out docs/benchmarks.md
+	$(CARGO_TARGET_DIR)/release/rudder-bench --rudder $(BIN) --members 1,3 --out docs/benchmarks.md
 
 clean-data:
 	rm -rf $(DATA_DIR)

@@ -73,6 +73,10 @@ pub const PHASES: [PhaseSpec; 4] = [
     },
 ];
 
+/// The phases of three-member mode: the puts and linearizable gets (serializable gets are served by
+/// whichever member is asked without consensus, so they say nothing about the cluster).
+pub const PHASES_THREE: [PhaseSpec; 3] = [PHASES[0], PHASES[1], PHASES[2]];
+
 /// Parameters shared by all phases.
 #[derive(Debug, Clone, Copy)]
 pub struct Workload {
@@ -242,10 +246,11 @@ enum Outcome {
     Missing,
 }
 
-/// Runs one phase against `endpoint` for `workload.duration`. Puts record the keys they wrote in
+/// Runs one phase for `workload.duration`, connection `i` going to `endpoints[i % len]` (one endpoint
+/// for a single server; a cluster's members spread evenly). Puts record the keys they wrote in
 /// `written`; gets read uniformly from the keys recorded there.
 pub async fn run_phase(
-    endpoint: &str,
+    endpoints: &[String],
     spec: &PhaseSpec,
     workload: &Workload,
     written: &mut WrittenKeys,
@@ -255,9 +260,12 @@ pub async fn run_phase(
         bail!("no keys were written by the put phases, nothing to read");
     }
 
+    if endpoints.is_empty() {
+        bail!("no endpoint to load");
+    }
     let mut connections = Vec::with_capacity(spec.connections);
-    for _ in 0..spec.connections {
-        connections.push(connect(endpoint).await?);
+    for i in 0..spec.connections {
+        connections.push(connect(&endpoints[i % endpoints.len()]).await?);
     }
 
     let mut rng = StdRng::from_os_rng();

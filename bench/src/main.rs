@@ -8,8 +8,10 @@
 //! exit path (drop guards, and SIGINT/SIGTERM/SIGHUP drop the whole run).
 
 mod checkperf;
+mod cluster;
 mod load;
 mod report;
+mod report_three;
 mod server;
 
 use std::collections::BTreeMap;
@@ -22,7 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use crate::load::{Workload, WrittenKeys, PHASES};
+use crate::cluster::Cluster;
+use crate::load::{PhaseSpec, PhaseStats, Workload, WrittenKeys, PHASES, PHASES_THREE};
 use crate::report::{CheckPerfRun, Config, Meta, PhaseRun, Report, TargetRun};
 use crate::server::{Launcher, Server, Target};
 
@@ -39,6 +42,15 @@ struct Args {
     /// Which servers to benchmark, comma-separated, in round-1 order.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "rudder,etcd")]
     targets: Vec<Target>,
+
+    /// Cluster sizes to benchmark, comma-separated: 1 (single member, with check perf) and/or 3
+    /// (three members on loopback: puts, linearizable gets, summed RSS, leader failover).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    members: Vec<usize>,
+
+    /// Leader failovers per target and round in three-member mode; the report shows the median.
+    #[arg(long, default_value_t = 3)]
+    failovers: usize,
 
     /// The rudder binary, run as `rudder store ...` [default: `rudder` next to this executable].
     #[arg(long)]
@@ -100,6 +112,8 @@ struct Args {
 /// The resolved settings of one run.
 struct Plan {
     targets: Vec<Target>,
+    members: Vec<usize>,
+    failovers: usize,
     rounds: usize,
     workload: Workload,
     check_perf_loads: Vec<String>,
@@ -122,11 +136,24 @@ impl Plan {
         if targets.is_empty() {
             bail!("--targets is empty");
         }
+        let mut members = Vec::new();
+        for &m in &args.members {
+            if m != 1 && m != cluster::MEMBERS {
+                bail!("--members {m} is not supported (1 or {})", cluster::MEMBERS);
+            }
+            if !members.contains(&m) {
+                members.push(m);
+            }
+        }
+        if members.is_empty() {
+            bail!("--members is empty");
+        }
         let duration = args.duration.unwrap_or(if args.quick { 3.0 } else { 10.0 });
         if !(duration.is_finite() && duration > 0.0) {
             bail!("--duration must be a positive number of seconds");
         }
-        let check_perf_loads = if args.no_check_perf {
+        // check perf needs a single-member run to go with; three-member mode skips it.
+        let check_perf_loads = if args.no_check_perf || !args.members.contains(&1) {
             Vec::new()
         } else {
             let default = if args.quick {
@@ -156,6 +183,8 @@ impl Plan {
         let root = args.root.canonicalize().unwrap_or_else(|_| args.root.clone());
         Ok(Plan {
             targets,
+            members,
+            failovers: args.failovers.max(1),
             rounds: args.rounds.unwrap_or(if args.quick { 1 } else { 2 }).max(1),
             workload: Workload {
                 duration: Duration::from_secs_f64(duration),
@@ -185,12 +214,20 @@ impl Plan {
     }
 
     fn check_perf_in(&self, round: usize) -> bool {
-        round <= self.check_perf_rounds && !self.check_perf_loads.is_empty()
+        round <= self.check_perf_rounds && !self.check_perf_loads.is_empty() && self.members.contains(&1)
     }
 
     /// Rough wall-clock estimate, for the progress output.
     fn estimate(&self) -> Duration {
-        let per_target = PHASES.len() as f64 * (self.workload.duration.as_secs_f64() + 1.0) + 3.0;
+        let phase = self.workload.duration.as_secs_f64() + 1.0;
+        let mut per_target = 0.0;
+        if self.members.contains(&1) {
+            per_target += PHASES.len() as f64 * phase + 3.0;
+        }
+        if self.members.contains(&cluster::MEMBERS) {
+            // Start, phases, and per failover: warm-up, election, restart and rejoin.
+            per_target += PHASES_THREE.len() as f64 * phase + 5.0 + self.failovers as f64 * 6.0;
+        }
         let perf_rounds = self.check_perf_rounds.min(self.rounds) as f64;
         let perf = perf_rounds * self.check_perf_loads.len() as f64 * 64.0;
         Duration::from_secs_f64(self.targets.len() as f64 * (self.rounds as f64 * per_target + perf))
@@ -208,6 +245,115 @@ macro_rules! progress {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
+}
+
+/// Logs one phase's outcome and turns it into its report entry.
+fn phase_result(round: usize, target: Target, spec: &PhaseSpec, outcome: Result<PhaseStats>) -> PhaseRun {
+    match outcome {
+        Ok(stats) => {
+            progress!(
+                "round {round}: {target} {}: {:.0} ops/s, p50 {} ms, p99 {} ms{}",
+                spec.title,
+                stats.ops_per_sec,
+                report::fmt_num(stats.p50_ms),
+                report::fmt_num(stats.p99_ms),
+                if stats.errors > 0 {
+                    format!(", {} ERRORS", stats.errors)
+                } else {
+                    String::new()
+                }
+            );
+            PhaseRun {
+                id: spec.id,
+                title: spec.title,
+                stats: Some(stats),
+                error: None,
+            }
+        }
+        Err(e) => {
+            progress!(
+                "round {round}: {target} {}: FAILED: {}",
+                spec.title,
+                first_line(&format!("{e:#}"))
+            );
+            PhaseRun {
+                id: spec.id,
+                title: spec.title,
+                stats: None,
+                error: Some(format!("{e:#}")),
+            }
+        }
+    }
+}
+
+/// Three-member mode for one target: start a fresh cluster, run the put and linearizable-get phases
+/// over all members, sum the members' memory, then measure leader failover `plan.failovers` times.
+async fn run_cluster_target(plan: &Plan, work: &Path, round: usize, position: usize, target: Target) -> TargetRun {
+    let mut run = TargetRun::new(round, position, target);
+    run.members = cluster::MEMBERS;
+    let launcher = plan.launcher(target);
+    let instance = format!("round{round}-{target}-3m");
+    progress!(
+        "round {round}: starting three {target} members ({})",
+        launcher.binary.display()
+    );
+    let mut cluster = match Cluster::start(&launcher, work, &instance, plan.start_timeout).await {
+        Ok(c) => c,
+        Err(e) => {
+            progress!(
+                "round {round}: {target} cluster FAILED to start: {}",
+                first_line(&format!("{e:#}"))
+            );
+            run.start_error = Some(format!("{e:#}"));
+            return run;
+        }
+    };
+    let mut written = WrittenKeys::new(plan.workload.keyspace);
+    for spec in &PHASES_THREE {
+        let outcome = match cluster.ensure_running() {
+            Ok(()) => match cluster.endpoints_leader_first().await {
+                Ok(endpoints) => load::run_phase(&endpoints, spec, &plan.workload, &mut written).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let phase = phase_result(round, target, spec, outcome);
+        run.phases.push(phase);
+    }
+    match cluster.ensure_running().and_then(|()| cluster.memory()) {
+        Ok(m) => {
+            progress!(
+                "round {round}: {target} memory (3 members): RSS {:.1} MiB, peak {:.1} MiB",
+                m.rss_mib,
+                m.hwm_mib
+            );
+            run.memory = Some(m);
+        }
+        Err(e) => run.memory_error = Some(format!("{e:#}")),
+    }
+    for repeat in 1..=plan.failovers {
+        let f = cluster.failover(repeat, plan.start_timeout).await;
+        match (&f.recovery_ms, &f.error) {
+            (Some(ms), None) => progress!(
+                "round {round}: {target} failover {repeat} (killed {}): first write after {} ms, {} errors",
+                f.killed.as_deref().unwrap_or("?"),
+                report::fmt_num(*ms),
+                f.errors
+            ),
+            (_, e) => progress!(
+                "round {round}: {target} failover {repeat}: FAILED: {}",
+                first_line(e.as_deref().unwrap_or("no value"))
+            ),
+        }
+        let rejoin_failed = f.error.as_deref().is_some_and(|e| e.contains("restarting"));
+        run.failover.push(f);
+        if rejoin_failed {
+            // Without three members the remaining repeats would measure something else.
+            break;
+        }
+    }
+    drop(cluster);
+    run
 }
 
 /// Runs the load phases and the memory sample against one fresh server, then the check perf loads
@@ -229,44 +375,12 @@ async fn run_target(plan: &Plan, work: &Path, round: usize, position: usize, tar
             let mut written = WrittenKeys::new(plan.workload.keyspace);
             for spec in &PHASES {
                 let outcome = match server.ensure_running() {
-                    Ok(()) => load::run_phase(server.endpoint(), spec, &plan.workload, &mut written).await,
+                    Ok(()) => {
+                        load::run_phase(&[server.endpoint().to_string()], spec, &plan.workload, &mut written).await
+                    }
                     Err(e) => Err(e),
                 };
-                let phase = match outcome {
-                    Ok(stats) => {
-                        progress!(
-                            "round {round}: {target} {}: {:.0} ops/s, p50 {} ms, p99 {} ms{}",
-                            spec.title,
-                            stats.ops_per_sec,
-                            report::fmt_num(stats.p50_ms),
-                            report::fmt_num(stats.p99_ms),
-                            if stats.errors > 0 {
-                                format!(", {} ERRORS", stats.errors)
-                            } else {
-                                String::new()
-                            }
-                        );
-                        PhaseRun {
-                            id: spec.id,
-                            title: spec.title,
-                            stats: Some(stats),
-                            error: None,
-                        }
-                    }
-                    Err(e) => {
-                        progress!(
-                            "round {round}: {target} {}: FAILED: {}",
-                            spec.title,
-                            first_line(&format!("{e:#}"))
-                        );
-                        PhaseRun {
-                            id: spec.id,
-                            title: spec.title,
-                            stats: None,
-                            error: Some(format!("{e:#}")),
-                        }
-                    }
-                };
+                let phase = phase_result(round, target, spec, outcome);
                 run.phases.push(phase);
             }
             progress!("round {round}: {target}: {} distinct keys written", written.count());
@@ -470,13 +584,19 @@ async fn run(args: Args) -> Result<()> {
     }
 
     let mut runs = Vec::new();
-    for round in 1..=plan.rounds {
-        let mut order = plan.targets.clone();
-        if round % 2 == 0 {
-            order.reverse();
-        }
-        for (i, target) in order.into_iter().enumerate() {
-            runs.push(run_target(&plan, work.path(), round, i + 1, target).await);
+    for &members in &plan.members {
+        for round in 1..=plan.rounds {
+            let mut order = plan.targets.clone();
+            if round % 2 == 0 {
+                order.reverse();
+            }
+            for (i, target) in order.into_iter().enumerate() {
+                runs.push(if members == 1 {
+                    run_target(&plan, work.path(), round, i + 1, target).await
+                } else {
+                    run_cluster_target(&plan, work.path(), round, i + 1, target).await
+                });
+            }
         }
     }
 
@@ -484,11 +604,14 @@ async fn run(args: Args) -> Result<()> {
         meta.machine.insert("load average at end", load_average(&load));
     }
     let summary = report::summarize(&runs, &plan.check_perf_loads);
+    let summary_three = report_three::summarize(&runs);
     let report = Report {
         meta,
         config: Config {
             quick: args.quick,
             targets: plan.targets.clone(),
+            members: plan.members.clone(),
+            failovers: plan.failovers,
             rounds: plan.rounds,
             phase_duration_s: plan.workload.duration.as_secs_f64(),
             value_size: plan.workload.value_size,
@@ -502,11 +625,19 @@ async fn run(args: Args) -> Result<()> {
         },
         runs,
         summary,
+        summary_three,
     };
 
-    let (met, judged) = report::tally(&report.summary);
-    println!("\n{}", report::results_table(&report.summary));
-    println!("rudder meets {met} of {judged} judged targets.");
+    if !report.summary.is_empty() {
+        let (met, judged) = report::tally(&report.summary);
+        println!("\n{}", report::results_table(&report.summary));
+        println!("single member: rudder meets {met} of {judged} judged targets.");
+    }
+    if !report.summary_three.is_empty() {
+        let (met, judged) = report::tally(&report.summary_three);
+        println!("\n{}", report::results_table(&report.summary_three));
+        println!("three members: rudder meets {met} of {judged} judged targets.");
+    }
     for f in report::failures(&report.runs) {
         println!("- {}", first_line(&f));
     }

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::checkperf::CheckPerf;
+use crate::cluster::FailoverRun;
 use crate::load::{PhaseStats, PHASES};
 use crate::server::{Memory, Target};
 
@@ -17,7 +18,10 @@ pub struct Report {
     pub meta: Meta,
     pub config: Config,
     pub runs: Vec<TargetRun>,
+    /// Single-member results (empty when only `--members 3` ran).
     pub summary: Vec<SummaryRow>,
+    /// Three-member results (empty unless `--members` included 3).
+    pub summary_three: Vec<SummaryRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -31,6 +35,8 @@ pub struct Meta {
 pub struct Config {
     pub quick: bool,
     pub targets: Vec<Target>,
+    pub members: Vec<usize>,
+    pub failovers: usize,
     pub rounds: usize,
     pub phase_duration_s: f64,
     pub value_size: usize,
@@ -51,12 +57,16 @@ pub struct TargetRun {
     /// 1 if this target ran first in its round.
     pub position: usize,
     pub target: Target,
+    /// Cluster size: 1, or 3 in three-member mode.
+    pub members: usize,
     /// Set when the server for the load phases did not start; then nothing else ran.
     pub start_error: Option<String>,
     pub phases: Vec<PhaseRun>,
     pub memory: Option<Memory>,
     pub memory_error: Option<String>,
     pub check_perf: Vec<CheckPerfRun>,
+    /// Leader failovers (three-member mode only).
+    pub failover: Vec<FailoverRun>,
 }
 
 impl TargetRun {
@@ -65,11 +75,13 @@ impl TargetRun {
             round,
             position,
             target,
+            members: 1,
             start_error: None,
             phases: Vec::new(),
             memory: None,
             memory_error: None,
             check_perf: Vec::new(),
+            failover: Vec::new(),
         }
     }
 
@@ -115,23 +127,23 @@ pub enum Role {
 
 /// One value of one metric for one target in one round.
 #[derive(Debug, Clone, PartialEq)]
-enum Sample {
+pub(crate) enum Sample {
     /// The value, and a warning (e.g. "12 request errors") if it is suspect.
     Value(f64, Option<String>),
     Failed(String),
     NotRun,
 }
 
-struct MetricDef {
-    id: String,
-    label: String,
-    unit: &'static str,
-    better: Better,
-    role: Role,
-    sample: Box<dyn Fn(&TargetRun) -> Sample>,
+pub(crate) struct MetricDef {
+    pub(crate) id: String,
+    pub(crate) label: String,
+    pub(crate) unit: &'static str,
+    pub(crate) better: Better,
+    pub(crate) role: Role,
+    pub(crate) sample: Box<dyn Fn(&TargetRun) -> Sample>,
 }
 
-fn phase_metric(
+pub(crate) fn phase_metric(
     phase: &'static str,
     title: &'static str,
     what: &'static str,
@@ -167,7 +179,7 @@ fn phase_metric(
     }
 }
 
-fn memory_metric(id: &str, label: &str, role: Role, value: fn(&Memory) -> f64) -> MetricDef {
+pub(crate) fn memory_metric(id: &str, label: &str, role: Role, value: fn(&Memory) -> f64) -> MetricDef {
     MetricDef {
         id: id.into(),
         label: label.into(),
@@ -396,13 +408,21 @@ fn judge(def: &MetricDef, rudder: Option<&Cell>, etcd: Option<&Cell>, ratio: Opt
     (Some(met), if met { "met".into() } else { "not met".into() })
 }
 
-/// Builds the summary rows from the per-round runs.
+/// Builds the single-member summary rows from the per-round runs.
 pub fn summarize(runs: &[TargetRun], check_perf_loads: &[String]) -> Vec<SummaryRow> {
+    summarize_defs(metrics(check_perf_loads), runs, 1)
+}
+
+/// Summary rows for `defs` over the runs with `members` members.
+pub(crate) fn summarize_defs(defs: Vec<MetricDef>, runs: &[TargetRun], members: usize) -> Vec<SummaryRow> {
     let mut rows = Vec::new();
-    for def in metrics(check_perf_loads) {
+    for def in defs {
         let mut cells = BTreeMap::new();
         for target in [Target::Rudder, Target::Etcd] {
-            let mine: Vec<&TargetRun> = runs.iter().filter(|r| r.target == target).collect();
+            let mine: Vec<&TargetRun> = runs
+                .iter()
+                .filter(|r| r.target == target && r.members == members)
+                .collect();
             if let Some(c) = cell(&def, &mine) {
                 cells.insert(target, c);
             }
@@ -487,7 +507,7 @@ fn trim_round(s: &str) -> &str {
     s.split_once(": ").map_or(s, |(_, rest)| rest)
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
@@ -495,7 +515,7 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
@@ -541,7 +561,11 @@ pub fn tally(rows: &[SummaryRow]) -> (usize, usize) {
 pub fn failures(runs: &[TargetRun]) -> Vec<String> {
     let mut out = Vec::new();
     for run in runs {
-        let who = format!("round {} {}", run.round, run.target);
+        let who = if run.members == 1 {
+            format!("round {} {}", run.round, run.target)
+        } else {
+            format!("round {} {} ({} members)", run.round, run.target, run.members)
+        };
         if let Some(e) = &run.start_error {
             out.push(format!("{who}: failed to start: {e}"));
         }
@@ -563,11 +587,16 @@ pub fn failures(runs: &[TargetRun]) -> Vec<String> {
                 out.push(format!("{who}, check perf --load={}: {e}", c.load));
             }
         }
+        for f in &run.failover {
+            if let Some(e) = &f.error {
+                out.push(format!("{who}, failover {}: {e}", f.repeat));
+            }
+        }
     }
     out
 }
 
-fn raw_value(run: &TargetRun, def: &MetricDef) -> String {
+pub(crate) fn raw_value(run: &TargetRun, def: &MetricDef) -> String {
     match (def.sample)(run) {
         Sample::NotRun => "—".into(),
         Sample::Failed(_) => "failed".into(),
@@ -612,6 +641,20 @@ pub fn markdown(report: &Report) -> String {
     }
 
     md.push_str("\n## Method\n\n");
+    // The single-member bullets only describe runs that happened.
+    let single = c.members.contains(&1);
+    let _ = writeln!(
+        md,
+        "- Cluster sizes (`--members`): {}. {}",
+        c.members.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        match (c.members.contains(&1), c.members.contains(&crate::cluster::MEMBERS)) {
+            (true, true) =>
+                "The rest of this section describes the single-member runs; three-member mode has its \
+                             own section below.",
+            (false, _) => "Only three-member mode ran; it is described in its own section below.",
+            (true, false) => "",
+        }
+    );
     let _ = writeln!(
         md,
         "- Targets: {}; {} round(s), alternating which target goes first (round 1 in the order listed, \
@@ -619,13 +662,15 @@ pub fn markdown(report: &Report) -> String {
         c.targets.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
         c.rounds
     );
-    let _ = writeln!(
-        md,
-        "- Each target gets a fresh data dir under `{}` (same disk for both), is started as a single-member \
-         cluster with etcd's flags on loopback ports, and is considered up once a linearizable get succeeds. \
-         It is killed and its data deleted before the next target starts.",
-        c.work_dir
-    );
+    if single {
+        let _ = writeln!(
+            md,
+            "- Each target gets a fresh data dir under `{}` (same disk for both), is started as a single-member \
+             cluster with etcd's flags on loopback ports, and is considered up once a linearizable get succeeds. \
+             It is killed and its data deleted before the next target starts.",
+            c.work_dir
+        );
+    }
     let _ = writeln!(
         md,
         "- Load generator: Rust, `etcd-client` crate, in the same process as the harness (so it shares the {} \
@@ -634,54 +679,65 @@ pub fn markdown(report: &Report) -> String {
          connections. Latency is per request, recorded in an HDR histogram (µs resolution).",
         report.meta.machine.get("cpus").map_or("?", String::as_str)
     );
-    let _ = writeln!(
-        md,
-        "- Phases, {} s each, in this order against one server instance:",
-        c.phase_duration_s
-    );
-    let _ = writeln!(
-        md,
-        "  1. puts, 1 client / 1 connection, {}-byte random values, 8-byte keys drawn uniformly from a keyspace of {};",
-        c.value_size, c.keyspace
-    );
-    md.push_str("  2. puts, 256 clients over 16 connections, same keys and values;\n");
-    md.push_str(
-        "  3. linearizable gets, 64 clients over 16 connections, uniformly over the keys the put phases wrote;\n",
-    );
-    md.push_str("  4. serializable gets, same;\n");
-    md.push_str("  5. server memory right after phase 4: VmRSS (target) and VmHWM (peak) from `/proc/PID/status`.\n");
-    if c.check_perf_loads.is_empty() {
-        md.push_str("- `etcdctl check perf` was skipped.\n");
-    } else {
+    if single {
         let _ = writeln!(
             md,
-            "- `etcdctl check perf --load=L` for L in {}, each against a **fresh** server instance \
-             (new data dir), as etcd's docs run it against an idle cluster; each run lasts 60 s. {}. The loads are rate-limited \
-             (s: 150, m: 1000, l: 8000 writes/s with 50/200/500 clients, 256-byte keys, 1 KiB values), so \
-             throughput near the limit plus PASS means the server kept up; etcdctl fails a run below 90% of \
-             the limit, with a request slower than 500 ms, or a latency stddev above 100 ms.",
-            c.check_perf_loads.join(", "),
-            if c.check_perf_rounds >= c.rounds {
-                "Run in every round".to_string()
-            } else {
-                format!("Run in the first {} round(s) only, to keep the whole benchmark near 10 minutes", c.check_perf_rounds)
-            }
+            "- Phases, {} s each, in this order against one server instance:",
+            c.phase_duration_s
         );
+        let _ = writeln!(
+            md,
+            "  1. puts, 1 client / 1 connection, {}-byte random values, 8-byte keys drawn uniformly from a keyspace of {};",
+            c.value_size, c.keyspace
+        );
+        md.push_str("  2. puts, 256 clients over 16 connections, same keys and values;\n");
+        md.push_str(
+            "  3. linearizable gets, 64 clients over 16 connections, uniformly over the keys the put phases wrote;\n",
+        );
+        md.push_str("  4. serializable gets, same;\n");
+        md.push_str(
+            "  5. server memory right after phase 4: VmRSS (target) and VmHWM (peak) from `/proc/PID/status`.\n",
+        );
+        if c.check_perf_loads.is_empty() {
+            md.push_str("- `etcdctl check perf` was skipped.\n");
+        } else {
+            let _ = writeln!(
+                md,
+                "- `etcdctl check perf --load=L` for L in {}, each against a **fresh** server instance \
+                 (new data dir), as etcd's docs run it against an idle cluster; each run lasts 60 s. {}. The loads are rate-limited \
+                 (s: 150, m: 1000, l: 8000 writes/s with 50/200/500 clients, 256-byte keys, 1 KiB values), so \
+                 throughput near the limit plus PASS means the server kept up; etcdctl fails a run below 90% of \
+                 the limit, with a request slower than 500 ms, or a latency stddev above 100 ms.",
+                c.check_perf_loads.join(", "),
+                if c.check_perf_rounds >= c.rounds {
+                    "Run in every round".to_string()
+                } else {
+                    format!("Run in the first {} round(s) only, to keep the whole benchmark near 10 minutes", c.check_perf_rounds)
+                }
+            );
+        }
     }
     md.push_str(
         "- The machine should otherwise be idle: both servers and the load generator share its cores, so other \
          work skews the figures (see the load averages above).\n",
     );
-    md.push_str(
-        "- Targets for rudder: throughput ratio rudder/etcd ≥ 1.0 (higher is better), latency and RSS ratio \
-         ≤ 1.0 (lower is better), check perf PASS. Any request error in a phase, or a failed round, counts as not \
-         met. A target that fails to start or errors is shown as FAILED, never with a made-up number.\n",
-    );
+    if single {
+        md.push_str(
+            "- Targets for rudder: throughput ratio rudder/etcd ≥ 1.0 (higher is better), latency and RSS ratio \
+             ≤ 1.0 (lower is better), check perf PASS. Any request error in a phase, or a failed round, counts as not \
+             met. A target that fails to start or errors is shown as FAILED, never with a made-up number.\n",
+        );
+    }
 
-    md.push_str("\n## Results\n\n");
-    let (met, judged) = tally(&report.summary);
-    let _ = writeln!(md, "rudder meets **{met} of {judged}** judged targets.\n");
-    md.push_str(&results_table(&report.summary));
+    if !report.summary.is_empty() {
+        md.push_str("\n## Results\n\n");
+        let (met, judged) = tally(&report.summary);
+        let _ = writeln!(md, "rudder meets **{met} of {judged}** judged targets.\n");
+        md.push_str(&results_table(&report.summary));
+    }
+    if !report.summary_three.is_empty() {
+        md.push_str(&crate::report_three::section(report));
+    }
 
     let fails = failures(&report.runs);
     if !fails.is_empty() {
@@ -691,15 +747,18 @@ pub fn markdown(report: &Report) -> String {
         }
     }
 
-    md.push_str("\n## Raw per-round numbers\n\n");
     let defs = metrics(&c.check_perf_loads);
+    let single: Vec<&TargetRun> = report.runs.iter().filter(|r| r.members == 1).collect();
+    if !single.is_empty() {
+        md.push_str("\n## Raw per-round numbers\n\n");
+    }
     let rounds: Vec<usize> = {
-        let mut r: Vec<usize> = report.runs.iter().map(|r| r.round).collect();
+        let mut r: Vec<usize> = single.iter().map(|r| r.round).collect();
         r.dedup();
         r
     };
     for round in rounds {
-        let mut runs: Vec<&TargetRun> = report.runs.iter().filter(|r| r.round == round).collect();
+        let mut runs: Vec<&TargetRun> = single.iter().copied().filter(|r| r.round == round).collect();
         runs.sort_by_key(|r| r.position);
         let _ = writeln!(
             md,

@@ -45,7 +45,7 @@ pub struct Launcher {
 }
 
 impl Launcher {
-    fn command(&self) -> Command {
+    pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         if self.target == Target::Rudder {
             cmd.arg("store");
@@ -224,7 +224,7 @@ fn parse_kib(status: &str, field: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-fn parse_memory(status: &str) -> Result<Memory> {
+pub fn parse_memory(status: &str) -> Result<Memory> {
     let rss = parse_kib(status, "VmRSS").context("no VmRSS line")?;
     let hwm = parse_kib(status, "VmHWM").context("no VmHWM line")?;
     Ok(Memory {

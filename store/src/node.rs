@@ -99,8 +99,12 @@ impl StoreNode {
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
             heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
-            election_timeout_min: config.election_timeout.as_millis() as u64,
-            election_timeout_max: config.election_timeout.as_millis() as u64 * 2,
+            // openraft's followers refuse votes for election_timeout_max after the last heartbeat (its
+            // leader lease), and a candidate's timer fires in [min, max): with etcd's [T, 2T) the first
+            // election after a leader dies always fails. [T/2, T) makes the second attempt land in
+            // [T, 2T) after the failure, which is when etcd's first attempt lands.
+            election_timeout_min: config.election_timeout.as_millis() as u64 / 2,
+            election_timeout_max: config.election_timeout.as_millis() as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
             // etcd keeps 5,000 entries after a snapshot for slow followers to catch up from.
             max_in_snapshot_log_to_keep: config.snapshot_count.min(5_000),
