@@ -35,8 +35,18 @@ impl Member {
         let child = Command::new(env!("CARGO_BIN_EXE_rudder"))
             .args(["store", "--name", &self.name, "--data-dir"])
             .arg(&self.dir)
-            .args(["--listen-client-urls", &Self::url(self.client), "--advertise-client-urls", &Self::url(self.client)])
-            .args(["--listen-peer-urls", &Self::url(self.peer), "--initial-advertise-peer-urls", &Self::url(self.peer)])
+            .args([
+                "--listen-client-urls",
+                &Self::url(self.client),
+                "--advertise-client-urls",
+                &Self::url(self.client),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &Self::url(self.peer),
+                "--initial-advertise-peer-urls",
+                &Self::url(self.peer),
+            ])
             .args(["--initial-cluster", initial_cluster, "--initial-cluster-state", state])
             .args(&self.extra)
             .stdout(Stdio::null())
@@ -62,7 +72,14 @@ impl Member {
 
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
-        text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        text.lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -111,24 +128,42 @@ impl Cluster {
         for m in &mut members {
             m.start(&ic, "new");
         }
-        let c = Cluster { _tmp: tmp, members, extra };
+        let c = Cluster {
+            _tmp: tmp,
+            members,
+            extra,
+        };
         c.wait_healthy();
         c
     }
 
     fn initial_cluster(members: &[Member]) -> String {
-        members.iter().map(|m| format!("{}={}", m.name, Member::url(m.peer))).collect::<Vec<_>>().join(",")
+        members
+            .iter()
+            .map(|m| format!("{}={}", m.name, Member::url(m.peer)))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn endpoints(&self) -> String {
-        self.members.iter().filter(|m| m.child.is_some()).map(|m| m.endpoint()).collect::<Vec<_>>().join(",")
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.endpoint())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         for m in self.members.iter().filter(|m| m.child.is_some()) {
             while ctl(&m.endpoint(), &["endpoint", "health"]).is_err() {
-                assert!(Instant::now() < deadline, "{} never became healthy:\n{}", m.name, m.log_tail());
+                assert!(
+                    Instant::now() < deadline,
+                    "{} never became healthy:\n{}",
+                    m.name,
+                    m.log_tail()
+                );
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -160,7 +195,10 @@ impl Cluster {
     fn member_id(&self, i: usize) -> String {
         let out = ctl(&self.members[i].endpoint(), &["endpoint", "status", "-w", "json"]).expect("status");
         let v: serde_json::Value = serde_json::from_str(&out).expect("status json");
-        format!("{:x}", v[0]["Status"]["header"]["member_id"].as_u64().expect("member id"))
+        format!(
+            "{:x}",
+            v[0]["Status"]["header"]["member_id"].as_u64().expect("member id")
+        )
     }
 }
 
@@ -203,7 +241,10 @@ fn leader_kill9_under_load_loses_no_acknowledged_write() {
         if ctl(&survivors, &["put", "failover/probe", "x"]).is_ok() {
             break killed_at.elapsed();
         }
-        assert!(killed_at.elapsed() < Duration::from_secs(15), "no leader after the old one was killed");
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(15),
+            "no leader after the old one was killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     eprintln!("first write {first_write:?} after killing the leader");
@@ -222,16 +263,28 @@ fn leader_kill9_under_load_loses_no_acknowledged_write() {
     let last = acked.last().expect("some writes").clone();
     let deadline = Instant::now() + Duration::from_secs(20);
     while local_get(&c.members[leader].endpoint(), &last.0).as_deref() != Some(last.1.as_str()) {
-        assert!(Instant::now() < deadline, "old leader did not catch up:\n{}", c.members[leader].log_tail());
+        assert!(
+            Instant::now() < deadline,
+            "old leader did not catch up:\n{}",
+            c.members[leader].log_tail()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Every acknowledged write is on every member.
     for m in &c.members {
         let out = ctl(&m.endpoint(), &["get", "load/", "--prefix", "--consistency=s"]).expect("get");
         let lines: Vec<&str> = out.lines().collect();
-        let stored: std::collections::HashMap<&str, &str> = lines.chunks(2).map(|kv| (kv[0], kv.get(1).copied().unwrap_or(""))).collect();
+        let stored: std::collections::HashMap<&str, &str> = lines
+            .chunks(2)
+            .map(|kv| (kv[0], kv.get(1).copied().unwrap_or("")))
+            .collect();
         for (k, v) in &acked {
-            assert_eq!(stored.get(k.as_str()), Some(&v.as_str()), "{} lost acknowledged write {k}", m.name);
+            assert_eq!(
+                stored.get(k.as_str()),
+                Some(&v.as_str()),
+                "{} lost acknowledged write {k}",
+                m.name
+            );
         }
     }
 }
@@ -247,7 +300,11 @@ fn minority_refuses_linearizable_reads_and_restart_keeps_data() {
     std::thread::sleep(Duration::from_secs(3));
     let err = ctl(&lone, &["get", "k"]).expect_err("a minority must not serve linearizable reads");
     assert!(!err.is_empty());
-    assert_eq!(local_get(&lone, "k").as_deref(), Some("v1"), "serializable reads still work");
+    assert_eq!(
+        local_get(&lone, "k").as_deref(),
+        Some("v1"),
+        "serializable reads still work"
+    );
     ctl(&lone, &["put", "k", "v2"]).expect_err("a minority must not accept writes");
 
     // Restart everything: the data and the cluster come back.
@@ -298,8 +355,17 @@ fn learner_catches_up_by_snapshot_then_promote_move_leader_and_remove() {
         child: None,
         extra: c.extra.clone(),
     };
-    let out = ctl(&endpoints, &["member", "add", "m3", &format!("--peer-urls={}", Member::url(m.peer)), "--learner"])
-        .expect("member add");
+    let out = ctl(
+        &endpoints,
+        &[
+            "member",
+            "add",
+            "m3",
+            &format!("--peer-urls={}", Member::url(m.peer)),
+            "--learner",
+        ],
+    )
+    .expect("member add");
     assert!(out.contains("added to cluster"), "{out}");
     c.members.push(m_clone(&m));
     let ic = Cluster::initial_cluster(&c.members);
@@ -312,12 +378,19 @@ fn learner_catches_up_by_snapshot_then_promote_move_leader_and_remove() {
     }
     assert_eq!(local_get(&m.endpoint(), "pre/7").as_deref(), Some("value-7"));
     let list = ctl(&endpoints, &["member", "list"]).expect("member list");
-    let row = list.lines().find(|l| l.contains(&Member::url(m.peer))).expect("new member listed").to_string();
+    let row = list
+        .lines()
+        .find(|l| l.contains(&Member::url(m.peer)))
+        .expect("new member listed")
+        .to_string();
     assert!(row.ends_with("true"), "listed as learner: {row}");
     let id = row.split(',').next().expect("id").trim().to_string();
     ctl(&endpoints, &["member", "promote", &id]).expect("promote");
     let list = ctl(&endpoints, &["member", "list"]).expect("member list");
-    assert!(list.lines().any(|l| l.starts_with(&id) && l.ends_with("false")), "promoted: {list}");
+    assert!(
+        list.lines().any(|l| l.starts_with(&id) && l.ends_with("false")),
+        "promoted: {list}"
+    );
     c.members.push(m);
 
     // Move leadership to the new member.

@@ -5,8 +5,8 @@
 //! services. Wire types come from `rudder-proto`; flags and process wiring live in the `rudder` binary.
 
 pub mod apply;
-pub mod backup;
 pub mod backend;
+pub mod backup;
 pub mod command;
 pub mod config;
 pub mod error;

@@ -94,9 +94,13 @@ pub async fn change_membership_local(
             }
             let node = node_of(id);
             if is_voter(id) {
-                map(raft.change_membership(ChangeMembers::RemoveVoters([id].into()), false).await)?;
+                map(raft
+                    .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+                    .await)?;
             } else {
-                map(raft.change_membership(ChangeMembers::RemoveNodes([id].into()), false).await)?;
+                map(raft
+                    .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+                    .await)?;
             }
             if let Some(node) = node {
                 tokio::spawn(notify_removed(peers.clone(), id, node));

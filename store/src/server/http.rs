@@ -28,7 +28,9 @@ pub async fn grpc_size_limit_status(mut resp: axum::response::Response) -> axum:
         && headers
             .get("grpc-message")
             .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| m.contains("decoded%20message%20length%20too%20large") || m.contains("decoded message length too large"));
+            .is_some_and(|m| {
+                m.contains("decoded%20message%20length%20too%20large") || m.contains("decoded message length too large")
+            });
     if too_large {
         headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
         headers.insert(
