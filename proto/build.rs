@@ -9,6 +9,8 @@ const PROTOS: &[&str] = &[
     "proto/etcd/authpb/auth.proto",
     "proto/etcd/etcdserverpb/rpc.proto",
     "proto/etcd/leasepb/lease.proto",
+    "proto/etcd/v3lockpb/v3lock.proto",
+    "proto/etcd/v3electionpb/v3election.proto",
     "proto/rudder/raftpb.proto",
 ];
 

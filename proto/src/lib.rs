@@ -1,11 +1,11 @@
 //! etcd v3 wire types for Rudder.
 //!
 //! This crate owns the protobuf/gRPC surface that Rudder shares with etcd v3.5: the `mvccpb`,
-//! `authpb`, `leasepb` and `etcdserverpb` packages, with package, message, field names and field
-//! numbers identical to etcd's so stock etcd clients interoperate. The `.proto` sources live in
-//! `proto/` and are compiled at build time with tonic/prost (messages, gRPC servers and clients,
-//! all messages/enums/oneofs also deriving serde), plus Rudder's own peer protocol (`raftpb`). There is
-//! no logic here.
+//! `authpb`, `leasepb`, `etcdserverpb`, `v3lockpb` and `v3electionpb` packages, with package, message,
+//! field names and field numbers identical to etcd's so stock etcd clients interoperate. The `.proto`
+//! sources live in `proto/` and are compiled at build time with tonic/prost (messages, gRPC servers and
+//! clients, all messages/enums/oneofs also deriving serde), plus Rudder's own peer protocol (`raftpb`).
+//! There is no logic here.
 
 /// Key-value and watch-event types (`mvccpb`).
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -29,6 +29,18 @@ pub mod leasepb {
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// etcd's lock service (`v3lockpb`): Lock and Unlock.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+/// etcd's election service (`v3electionpb`): Campaign, Proclaim, Leader, Observe and Resign.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
 }
 
 /// Rudder's member-to-member protocol (`rudder.raftpb`): frames for Raft messages, forwarded writes
@@ -83,6 +95,30 @@ mod tests {
         expected.extend_from_slice(&[0x18, 1, 0x20, 1]); // more=3, count=4
         assert_eq!(resp.encode_to_vec(), expected);
         assert_eq!(RangeResponse::decode(expected.as_slice()).ok(), Some(resp));
+    }
+
+    #[test]
+    fn election_field_numbers() {
+        let req = super::v3electionpb::ProclaimRequest {
+            leader: Some(super::v3electionpb::LeaderKey {
+                name: b"n".to_vec(),
+                key: b"k".to_vec(),
+                rev: 3,
+                lease: 4,
+            }),
+            value: b"v".to_vec(),
+        };
+        // leader=1 {name=1, key=2, rev=3, lease=4}, value=2.
+        let leader = [0x0a, 1, b'n', 0x12, 1, b'k', 0x18, 3, 0x20, 4];
+        let mut expected = vec![0x0a, leader.len() as u8];
+        expected.extend_from_slice(&leader);
+        expected.extend_from_slice(&[0x12, 1, b'v']);
+        assert_eq!(req.encode_to_vec(), expected);
+        let lock = super::v3lockpb::LockRequest {
+            name: b"n".to_vec(),
+            lease: 5,
+        };
+        assert_eq!(lock.encode_to_vec(), vec![0x0a, 1, b'n', 0x10, 5]);
     }
 
     #[test]

@@ -3,9 +3,11 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod election;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod quota;
 pub mod watch;
@@ -20,6 +22,8 @@ use rudder_proto::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer,
 };
+use rudder_proto::v3electionpb::election_server::ElectionServer;
+use rudder_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 
 use crate::config::GRPC_OVERHEAD_BYTES;
@@ -53,6 +57,10 @@ pub fn router(node: Arc<StoreNode>) -> axum::Router {
             ClusterServer::new(cluster::ClusterService { node: node.clone() }).max_decoding_message_size(limit),
         )
         .add_service(AuthServer::new(auth::AuthService { node: node.clone() }).max_decoding_message_size(limit))
+        .add_service(LockServer::new(lock::LockService { node: node.clone() }).max_decoding_message_size(limit))
+        .add_service(
+            ElectionServer::new(election::ElectionService { node: node.clone() }).max_decoding_message_size(limit),
+        )
         .add_service(health_service);
     let http = axum::Router::new()
         .route("/health", axum::routing::get(http::health))
