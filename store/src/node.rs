@@ -182,6 +182,11 @@ impl StoreNode {
             config,
         });
         node.wait_for_leader(Duration::from_secs(60)).await?;
+        // Like etcd, publish this member's name and client URLs before serving clients, so member list
+        // shows them; a joining member that cannot yet reach the leader keeps trying in the background.
+        if tokio::time::timeout(Duration::from_secs(10), publish_self(Arc::downgrade(&node))).await.is_err() {
+            tokio::spawn(publish_self(Arc::downgrade(&node)));
+        }
         node.spawn_background();
         Ok(node)
     }
@@ -361,7 +366,6 @@ impl StoreNode {
     fn spawn_background(self: &Arc<Self>) {
         tokio::spawn(expire_leases(Arc::downgrade(self)));
         tokio::spawn(track_db_size(Arc::downgrade(self)));
-        tokio::spawn(publish_self(Arc::downgrade(self)));
         tokio::spawn(watch_removal(Arc::downgrade(self)));
         tokio::spawn(refresh_leases_on_leadership(Arc::downgrade(self)));
         if self.config.auto_compaction != AutoCompaction::Off {

@@ -2,6 +2,7 @@
 //! on each `--listen-client-urls` address (HTTP/2 for gRPC, HTTP/1.1 for the rest), as etcd serves them.
 
 pub mod auth;
+pub mod authority;
 pub mod cluster;
 pub mod election;
 pub mod http;
@@ -118,7 +119,7 @@ pub async fn serve(listener: TcpListener, router: axum::Router) -> std::io::Resu
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http2().max_concurrent_streams(None).adaptive_window(true);
             if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(authority::AuthorityFix::new(stream)), service)
                 .await
             {
                 tracing::debug!(%peer, error = %e, "client connection ended");
