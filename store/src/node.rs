@@ -184,7 +184,10 @@ impl StoreNode {
         node.wait_for_leader(Duration::from_secs(60)).await?;
         // Like etcd, publish this member's name and client URLs before serving clients, so member list
         // shows them; a joining member that cannot yet reach the leader keeps trying in the background.
-        if tokio::time::timeout(Duration::from_secs(10), publish_self(Arc::downgrade(&node))).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), publish_self(Arc::downgrade(&node)))
+            .await
+            .is_err()
+        {
             tokio::spawn(publish_self(Arc::downgrade(&node)));
         }
         node.spawn_background();
