@@ -25,6 +25,13 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# The API server's end-to-end tests drive the real kubectl (bundled 1.27 ... 1.33 in Google's `kubectl`
+# package). Install it when a configured repository offers it; the tests name the binary they need.
+if ! dpkg-query -W -f='${Status}' kubectl 2>/dev/null | grep -q "install ok installed"; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl \
+    || echo "warning: kubectl is not installed and no repository offers it; the kubectl tests will fail" >&2
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install the Rust toolchain (rustup, stable >= 1.85) first" >&2
   exit 1
