@@ -434,11 +434,6 @@ impl Applier {
         Ok(r)
     }
 
-    /// Keys a lease has attached, for LeaseTimeToLive.
-    pub fn lease_keys(&self, id: i64) -> Option<crate::lease::LeaseInfo> {
-        self.lessor.info(id, true)
-    }
-
     /// The range read behind KV.Range (serializable: the local applied state).
     pub fn range(
         &self,

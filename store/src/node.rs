@@ -358,7 +358,7 @@ impl StoreNode {
             !std::mem::replace(&mut s.running, true)
         };
         if start {
-            tokio::spawn(drive_reads(self.reads.clone(), self.raft.clone(), self.leader_reader()));
+            tokio::spawn(drive_reads(self.reads.clone(), self.raft.clone(), self.leader_client()));
         }
         tokio::time::timeout(request_timeout(&self.config), rx)
             .await
@@ -409,14 +409,6 @@ struct ReadBatcher {
 struct ReadState {
     waiting: Vec<oneshot::Sender<Result<(), StoreError>>>,
     running: bool,
-}
-
-impl StoreNode {
-    /// How this member gets a read index: from openraft on the leader, from the leader over the peer
-    /// network on a follower.
-    fn leader_reader(&self) -> Result<Option<RaftPeerClient<tonic::transport::Channel>>, StoreError> {
-        self.leader_client()
-    }
 }
 
 async fn remote_read_index(
