@@ -49,6 +49,8 @@ impl Member {
             ])
             .args(["--initial-cluster", initial_cluster, "--initial-cluster-state", state])
             .args(&self.extra)
+            // Keep start-up errors readable in the log tail (no backtrace after them).
+            .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
