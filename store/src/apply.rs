@@ -427,7 +427,7 @@ impl Applier {
 
     /// A txn with only reads, answered from the applied state without a log entry.
     pub fn read_txn(&self, t: TxnRequest) -> Result<TxnResponse, ApplyError> {
-        let mut txn = WriteTxn::new(&self.mvcc);
+        let mut txn = WriteTxn::read_only(&self.mvcc);
         let mut moves = LeaseMoves::default();
         let mut r = self.txn(&mut txn, t, &mut moves)?;
         r.header = header(txn.revision());

@@ -24,6 +24,9 @@ pub struct WriteTxn<'a> {
     pending: BTreeMap<Vec<u8>, Option<KeyValue>>,
     changes: Vec<(Vec<u8>, Change)>,
     events: Vec<Event>,
+    /// Set for read-only txns served outside the apply path: every read observes this one revision,
+    /// so a txn stays atomic while the apply path moves on underneath it.
+    pinned: Option<i64>,
 }
 
 /// What a finished write txn hands back to the apply path.
@@ -46,7 +49,16 @@ impl<'a> WriteTxn<'a> {
             pending: BTreeMap::new(),
             changes: Vec::new(),
             events: Vec::new(),
+            pinned: None,
         }
+    }
+
+    /// A txn that only reads, all at the revision current now (KV.Txn without writes, served from the
+    /// local applied state while writes keep being applied).
+    pub fn read_only(mvcc: &'a Mvcc) -> Self {
+        let mut txn = Self::new(mvcc);
+        txn.pinned = Some(txn.main - 1);
+        txn
     }
 
     pub fn has_changes(&self) -> bool {
@@ -163,7 +175,11 @@ impl<'a> WriteTxn<'a> {
     /// A Range inside the txn. A revision equal to this txn's own revision reads its pending writes.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeOutput, MvccError> {
         let own = self.has_changes() && req.revision == self.main;
-        let rev = if own { 0 } else { req.revision };
+        let rev = match (own, self.pinned) {
+            (true, _) => 0,
+            (false, Some(pinned)) if req.revision <= 0 => pinned,
+            _ => req.revision,
+        };
         let range = KeyRange::new(&req.key, &req.range_end);
         let candidates = self.candidates(&range, rev)?;
         let view = self.mvcc.view();
