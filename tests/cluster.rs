@@ -1,6 +1,7 @@
 //! Three `rudder store` members on loopback, as separate processes: failover without losing an
 //! acknowledged write, a minority refusing linearizable reads, restarts, and membership changes
-//! (learner + promote catching up through a snapshot install, remove, move-leader).
+//! (learner + promote catching up through a snapshot install, remove, move-leader), and requests with
+//! etcd's require-leader metadata refused by a member left without a quorum.
 
 mod common;
 
@@ -423,5 +424,166 @@ fn m_clone(m: &Member) -> Member {
         dir: m.dir.clone(),
         child: None,
         extra: m.extra.clone(),
+    }
+}
+
+/// gRPC metadata asking to be refused when the member has no leader (clientv3's WithRequireLeader).
+fn require_leader<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("hasleader", tonic::metadata::MetadataValue::from_static("true"));
+    req
+}
+
+async fn channel(endpoint: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// A serializable get of `key`, with or without the require-leader metadata.
+async fn raw_get(
+    endpoint: &str,
+    key: &str,
+    require: bool,
+) -> Result<rudder_proto::etcdserverpb::RangeResponse, tonic::Status> {
+    let mut kv = rudder_proto::etcdserverpb::kv_client::KvClient::new(channel(endpoint).await);
+    let msg = rudder_proto::etcdserverpb::RangeRequest {
+        key: key.as_bytes().to_vec(),
+        serializable: true,
+        ..Default::default()
+    };
+    let req = if require {
+        require_leader(msg)
+    } else {
+        tonic::Request::new(msg)
+    };
+    kv.range(req).await.map(|r| r.into_inner())
+}
+
+/// Opens a require-leader watch on `key` and waits for its creation.
+async fn raw_watch(
+    endpoint: &str,
+    key: &str,
+) -> Result<tonic::Streaming<rudder_proto::etcdserverpb::WatchResponse>, tonic::Status> {
+    use rudder_proto::etcdserverpb::{watch_request::RequestUnion, WatchCreateRequest, WatchRequest};
+    use tokio_stream::StreamExt;
+    let mut client = rudder_proto::etcdserverpb::watch_client::WatchClient::new(channel(endpoint).await);
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+    };
+    // Keep the sending side open: the watch lives until the server ends it.
+    let requests = tokio_stream::iter(vec![create]).chain(tokio_stream::pending());
+    let mut stream = client.watch(require_leader(requests)).await?.into_inner();
+    let created = stream.message().await?.expect("watch created");
+    assert!(created.created, "{created:?}");
+    Ok(stream)
+}
+
+/// Grants a lease and opens a require-leader keep-alive stream for it (one keep-alive answered).
+async fn raw_keep_alive(endpoint: &str) -> tonic::Streaming<rudder_proto::etcdserverpb::LeaseKeepAliveResponse> {
+    use rudder_proto::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
+    use tokio_stream::StreamExt;
+    let mut lease = rudder_proto::etcdserverpb::lease_client::LeaseClient::new(channel(endpoint).await);
+    let id = lease
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner()
+        .id;
+    let requests = tokio_stream::iter(vec![LeaseKeepAliveRequest { id }]).chain(tokio_stream::pending());
+    let mut stream = lease
+        .lease_keep_alive(require_leader(requests))
+        .await
+        .expect("keep-alive stream")
+        .into_inner();
+    let first = stream.message().await.expect("keep-alive answer").expect("open");
+    assert_eq!((first.id, first.ttl), (id, 60));
+    stream
+}
+
+/// The next message of a stream the server is expected to end with an error.
+async fn stream_error<T>(stream: &mut tonic::Streaming<T>) -> tonic::Status {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without an error"),
+                Err(s) => return s,
+            }
+        }
+    })
+    .await
+    .expect("the stream ended in time")
+}
+
+fn assert_no_leader(s: &tonic::Status, what: &str) {
+    assert_eq!(s.code(), tonic::Code::Unavailable, "{what}: {s:?}");
+    assert_eq!(s.message(), "etcdserver: no leader", "{what}: {s:?}");
+}
+
+#[test]
+fn require_leader_metadata_is_refused_without_a_leader() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    ctl(&c.endpoints(), &["put", "k", "v1"]).expect("put");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // The survivor is the leader: it keeps its Raft role alone, so only the quorum check can tell.
+    let survivor = c.members[leader].endpoint();
+    let mut watch = rt.block_on(raw_watch(&survivor, "w")).expect("require-leader watch");
+    // An idle, healthy cluster keeps its leader (heartbeats count as quorum acknowledgements): the
+    // watch stays open and unary calls are served.
+    std::thread::sleep(Duration::from_secs(3));
+    let got = rt
+        .block_on(raw_get(&survivor, "k", true))
+        .expect("require-leader get with a leader");
+    assert_eq!(got.kvs.len(), 1);
+    ctl(&c.endpoints(), &["put", "w", "x"]).expect("put");
+    let event = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), watch.message()).await })
+        .expect("event in time")
+        .expect("watch still open")
+        .expect("an event");
+    assert_eq!(event.events.len(), 1, "{event:?}");
+    let mut keep_alive = rt.block_on(raw_keep_alive(&survivor));
+
+    for i in (0..3).filter(|i| *i != leader) {
+        c.members[i].kill9();
+    }
+    let killed = Instant::now();
+    // The open require-leader streams are ended with etcd's error once the leader is gone.
+    let ended = rt.block_on(stream_error(&mut watch));
+    assert_no_leader(&ended, "open watch");
+    eprintln!("require-leader watch ended {:?} after the kill", killed.elapsed());
+    let ended = rt.block_on(stream_error(&mut keep_alive));
+    assert_no_leader(&ended, "open keep-alive");
+
+    let err = rt
+        .block_on(raw_get(&survivor, "k", true))
+        .expect_err("a require-leader get without a leader");
+    assert_no_leader(&err, "unary get");
+    let err = rt
+        .block_on(raw_watch(&survivor, "w"))
+        .expect_err("a require-leader watch without a leader");
+    assert_no_leader(&err, "new watch");
+    // Without the metadata a serializable read is still served.
+    let got = rt.block_on(raw_get(&survivor, "k", false)).expect("serializable get");
+    assert_eq!(got.kvs[0].value, b"v1");
+
+    // A quorum again: require-leader requests are served again.
+    let other = (0..3).find(|i| *i != leader).expect("another member");
+    let ic = Cluster::initial_cluster(&c.members);
+    c.members[other].start(&ic, "new");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rt.block_on(raw_get(&survivor, "k", true)).is_err() {
+        assert!(Instant::now() < deadline, "require-leader get never served again");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

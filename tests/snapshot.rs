@@ -6,17 +6,23 @@
 //!   `rudder snapshot restore`, and `rudder store` serves the same data;
 //! * damaged files (a flipped byte, a truncated file) are refused by the hash check, by both tools;
 //! * `--bump-revision` with `--mark-compacted`: the revision jumps and watches on old revisions are
-//!   told they are compacted.
+//!   told they are compacted;
+//! * three members restored from one file form a new cluster: same data on each, writes, and a member
+//!   added afterwards receives the restored data;
+//! * scheduled snapshots (`--snapshot-interval`): files appear, retention prunes them, and etcdctl
+//!   accepts the newest.
 //!
 //! Skipped (with a note) when /usr/bin/etcd or /usr/bin/etcdctl is missing.
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::free_port;
 use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, WatchOptions};
 
 const ETCD: &str = "/usr/bin/etcd";
@@ -29,13 +35,6 @@ fn have_etcd() -> bool {
         eprintln!("skipping: Debian's etcd and etcdctl are not installed");
     }
     ok
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// A command with no inherited ETCD_* / ETCDCTL_* flags.
@@ -106,40 +105,53 @@ impl Member {
     /// [`restore_flags`] for the same name and peer port. A client port taken in the meantime by
     /// someone else is retried with another one.
     fn start(kind: Kind, name: &str, data_dir: &Path, peer_port: u16) -> Member {
+        Member::start_with(kind, name, data_dir, peer_port, &[])
+    }
+
+    /// [`Member::start`] with extra flags.
+    fn start_with(kind: Kind, name: &str, data_dir: &Path, peer_port: u16, extra: &[&str]) -> Member {
+        let (_, cluster) = Member::peer_url(name, peer_port);
         for _ in 0..3 {
-            let client_port = free_port();
-            let client = format!("http://127.0.0.1:{client_port}");
-            let (peer, cluster) = Member::peer_url(name, peer_port);
-            let log = data_dir.with_extension("log");
-            let out = File::create(&log).expect("log");
-            let mut c = match kind {
-                Kind::Rudder => {
-                    let mut c = command(RUDDER);
-                    c.arg("store");
-                    c
-                }
-                Kind::Etcd => command(ETCD),
-            };
-            c.args(["--name", name, "--data-dir"])
-                .arg(data_dir)
-                .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-                .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-                .args(["--initial-cluster", &cluster])
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("log"))
-                .stderr(out);
-            let child = c.spawn().expect("spawn server");
-            let mut m = Member {
-                name: name.to_string(),
-                client_port,
-                child,
-                log,
-            };
+            let mut m = Member::spawn(kind, name, data_dir, peer_port, &cluster, extra);
             if m.wait_healthy() {
                 return m;
             }
         }
         panic!("{name}: no free client port after 3 tries");
+    }
+
+    /// Starts a member of `initial_cluster` without waiting for it (members of a new cluster wait for
+    /// each other before they serve).
+    fn spawn(kind: Kind, name: &str, data_dir: &Path, peer_port: u16, initial_cluster: &str, extra: &[&str]) -> Member {
+        let client_port = free_port();
+        let client = format!("http://127.0.0.1:{client_port}");
+        let (peer, _) = Member::peer_url(name, peer_port);
+        let log = data_dir.with_extension("log");
+        let out = File::create(&log).expect("log");
+        let mut c = match kind {
+            Kind::Rudder => {
+                let mut c = command(RUDDER);
+                c.arg("store");
+                c
+            }
+            Kind::Etcd => command(ETCD),
+        };
+        c.args(["--name", name, "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", initial_cluster])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out);
+        let child = c.spawn().expect("spawn server");
+        Member {
+            name: name.to_string(),
+            client_port,
+            child,
+            log,
+        }
     }
 
     /// Waits for `endpoint health`; false if the server exited because its client port was taken.
@@ -220,11 +232,19 @@ struct Kv {
 
 /// Every live key at `rev` (0 = current), paged; returns the revision read and the keys.
 async fn dump(c: &mut Client, rev: i64) -> (i64, Vec<Kv>) {
+    dump_with(c, rev, false).await
+}
+
+/// [`dump`], serializable (the member's own state) if asked.
+async fn dump_with(c: &mut Client, rev: i64, serializable: bool) -> (i64, Vec<Kv>) {
     let mut out = Vec::new();
     let mut from = vec![0u8];
     let mut at = rev;
     loop {
         let mut opts = GetOptions::new().with_from_key().with_limit(5000);
+        if serializable {
+            opts = opts.with_serializable();
+        }
         if at > 0 {
             opts = opts.with_revision(at);
         }
@@ -530,4 +550,246 @@ fn damaged_files_are_refused(tmp: &Path, good: &Path) {
             }
         }
     }
+}
+
+/// The scheduled snapshot files in `dir` (complete ones only), oldest first.
+fn scheduled_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("snapshot-") && n.ends_with(".db"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The revision a scheduled snapshot's name carries (`snapshot-<time>-rev<N>.db`).
+fn name_revision(p: &Path) -> i64 {
+    let name = p.file_name().and_then(|n| n.to_str()).expect("file name");
+    let (_, rev) = name
+        .strip_suffix(".db")
+        .and_then(|n| n.rsplit_once("-rev"))
+        .unwrap_or_else(|| panic!("unexpected snapshot name {name}"));
+    rev.parse()
+        .unwrap_or_else(|_| panic!("unexpected snapshot name {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_snapshots_are_pruned_and_accepted_by_etcdctl() {
+    if !have_etcd() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("sched");
+    let m = Member::start_with(
+        Kind::Rudder,
+        "sched",
+        &data,
+        free_port(),
+        &["--snapshot-interval", "1s", "--snapshot-retention", "2"],
+    );
+    // The default directory: <data-dir>/snapshots.
+    let dir = data.join("snapshots");
+    let mut c = m.client().await;
+    let mut seen = BTreeSet::new();
+    let mut last_rev = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let put = c.put("sched/k", format!("v{}", seen.len()), None).await.expect("put");
+        last_rev = put.header().expect("header").revision();
+        let files = scheduled_files(&dir);
+        assert!(files.len() <= 2, "retention 2, found {files:?}");
+        seen.extend(files);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A snapshot taken after the last write holds it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let newest = loop {
+        let files = scheduled_files(&dir);
+        assert!(files.len() <= 2, "retention 2, found {files:?}");
+        seen.extend(files.iter().cloned());
+        if let Some(f) = files.last().filter(|f| name_revision(f) >= last_rev) {
+            break f.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot with revision {last_rev} in {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(seen.len() >= 3, "snapshots were taken and pruned: {seen:?}");
+    let mut st = command(ETCDCTL);
+    st.args(["snapshot", "status", "-w", "json"]).arg(&newest);
+    let status = status_json(&ok(st));
+    let rev = status["revision"].as_i64().expect("revision");
+    assert!(rev >= last_rev, "snapshot revision {rev} < {last_rev}");
+    assert_eq!(rev, name_revision(&newest));
+    let mut st = command(RUDDER);
+    st.args(["snapshot", "status", "-w", "json"]).arg(&newest);
+    assert_eq!(status_json(&ok(st)), status);
+
+    let metrics = common::http_get(m.client_port, "/metrics").expect("metrics").body;
+    let taken: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("rudder_snapshot_scheduled_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rudder_snapshot_scheduled_total in\n{metrics}"));
+    assert!(taken >= 3, "{taken} scheduled snapshots counted");
+    assert!(
+        metrics.contains("rudder_snapshot_scheduled_failures_total 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_restored_from_one_file_form_a_cluster() {
+    if !have_etcd() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = Member::start(Kind::Rudder, "src", &tmp.path().join("src"), free_port());
+    let mut c = src.client().await;
+    load(&c, "k/", 2_000, 20, 2).await;
+    let mid = churn(&mut c).await;
+    load(&c, "late/", 200, 10, 1).await;
+    c.compact(mid - 100, None).await.expect("compact");
+    let (rev, before) = dump(&mut c, 0).await;
+    let (_, before_mid) = dump(&mut c, mid).await;
+    let before_leases = leases(&mut c).await;
+    let file = tmp.path().join("backup.db");
+    let mut save = src.ctl();
+    save.args(["snapshot", "save"]).arg(&file);
+    ok(save);
+    drop(src);
+
+    // Every member restores the same file with the same cluster flags, as with etcd.
+    let token = "restored-cluster";
+    let names = ["m1", "m2", "m3", "m4"];
+    let peers: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let cluster = |n: usize| {
+        names[..n]
+            .iter()
+            .zip(&peers)
+            .map(|(name, port)| Member::peer_url(name, *port).1)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let initial = cluster(3);
+    let dirs: Vec<PathBuf> = names.iter().map(|n| tmp.path().join(n)).collect();
+    for i in 0..3 {
+        let mut r = command(RUDDER);
+        r.args(["snapshot", "restore"]).arg(&file);
+        r.args(["--name", names[i], "--data-dir"]).arg(&dirs[i]).args([
+            "--initial-cluster",
+            &initial,
+            "--initial-cluster-token",
+            token,
+            "--initial-advertise-peer-urls",
+            &Member::peer_url(names[i], peers[i]).0,
+        ]);
+        ok(r);
+    }
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| {
+            Member::spawn(
+                Kind::Rudder,
+                names[i],
+                &dirs[i],
+                peers[i],
+                &initial,
+                &["--initial-cluster-token", token],
+            )
+        })
+        .collect();
+    for m in &mut members {
+        assert!(m.wait_healthy(), "{} did not start", m.name);
+    }
+
+    // Each member serves the restored keys, values, revisions, history and leases by itself.
+    for m in &members {
+        let mut mc = m.client().await;
+        let (r, after) = dump_with(&mut mc, 0, true).await;
+        assert_eq!(r, rev, "{}: revision", m.name);
+        assert!(after == before, "{} serves different keys after restore", m.name);
+        assert!(
+            dump_with(&mut mc, mid, true).await.1 == before_mid,
+            "{} serves a different history",
+            m.name
+        );
+        let old = mc
+            .get("k/0000001", Some(GetOptions::new().with_revision(mid - 101)))
+            .await
+            .expect_err("compacted before the backup");
+        assert!(
+            old.to_string().contains("required revision has been compacted"),
+            "{old}"
+        );
+        assert_eq!(leases(&mut mc).await, before_leases, "{}: leases", m.name);
+    }
+    let mut c1 = members[0].client().await;
+    let list = c1.member_list().await.expect("member list");
+    let mut listed: Vec<String> = list.members().iter().map(|m| m.name().to_string()).collect();
+    listed.sort();
+    assert_eq!(listed, ["m1", "m2", "m3"]);
+
+    // A write through any member lands on all of them.
+    let mut c2 = members[1].client().await;
+    let put = c2.put("after-restore", "1", None).await.expect("put after restore");
+    assert_eq!(put.header().expect("header").revision(), rev + 1);
+    for m in &members {
+        let mut mc = m.client().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = mc
+                .get("after-restore", Some(GetOptions::new().with_serializable()))
+                .await
+                .expect("get");
+            if r.kvs().len() == 1 {
+                assert_eq!(r.kvs()[0].mod_revision(), rev + 1);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} never saw the write", m.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // A member added afterwards gets the restored data (by snapshot: no log holds it).
+    let (peer4, _) = Member::peer_url(names[3], peers[3]);
+    c1.member_add([peer4.as_str()], None).await.expect("member add");
+    let mut m4 = Member::spawn(
+        Kind::Rudder,
+        names[3],
+        &dirs[3],
+        peers[3],
+        &cluster(4),
+        &["--initial-cluster-token", token, "--initial-cluster-state", "existing"],
+    );
+    assert!(m4.wait_healthy(), "m4 did not start");
+    let mut c4 = m4.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (r4, after4) = loop {
+        let (r, kvs) = dump_with(&mut c4, 0, true).await;
+        if r > rev {
+            break (r, kvs);
+        }
+        assert!(Instant::now() < deadline, "m4 never caught up (revision {r})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(r4, rev + 1);
+    let (_, on_m1) = dump_with(&mut c1, 0, true).await;
+    assert!(after4 == on_m1, "m4 serves different keys than m1");
+    assert_eq!(after4.len(), before.len() + 1);
+    assert!(
+        dump_with(&mut c4, mid, true).await.1 == before_mid,
+        "m4 serves a different history"
+    );
+    assert_eq!(leases(&mut c4).await, before_leases, "m4: leases");
+    members.push(m4);
 }

@@ -38,6 +38,15 @@ pub struct ServerArgs {
     /// Log level filter (tracing syntax).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Save an etcd-format snapshot of the embedded store this often (e.g. 30m, 10s); 0 disables.
+    #[arg(long, default_value = "1h")]
+    snapshot_interval: String,
+    /// How many scheduled snapshots to keep (the newest); 0 keeps them all.
+    #[arg(long, default_value_t = 5)]
+    snapshot_retention: usize,
+    /// Directory for scheduled snapshots (default: <data-dir>/snapshots).
+    #[arg(long)]
+    snapshot_dir: Option<PathBuf>,
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -53,6 +62,15 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let schedule = super::store::snapshot_schedule(
+        &args.snapshot_interval,
+        args.snapshot_retention,
+        args.snapshot_dir.as_deref(),
+        &args.data_dir,
+    )?;
+    if args.etcd_servers.is_some() && !schedule.interval.is_zero() {
+        tracing::info!("--etcd-servers: no embedded store, so no scheduled snapshots");
+    }
     let mut store_tasks = tokio::task::JoinSet::new();
     let mut node = None;
     let etcd_servers = match &args.etcd_servers {
@@ -81,6 +99,7 @@ async fn serve(args: ServerArgs) -> anyhow::Result<()> {
             for l in listeners {
                 store_tasks.spawn(rudder_store::server::serve(l, router.clone()));
             }
+            rudder_store::backup::schedule::spawn(&n, schedule);
             node = Some(n);
             vec![client.as_str().trim_end_matches('/').to_string()]
         }

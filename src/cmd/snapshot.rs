@@ -155,6 +155,7 @@ fn restore_cmd(a: RestoreArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         name: a.name.clone(),
         initial_cluster,
+        initial_cluster_token: a.initial_cluster_token.clone(),
         initial_advertise_peer_urls: peer_urls,
         skip_hash_check: a.skip_hash_check,
         bump_revision: a.bump_revision,

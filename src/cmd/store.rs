@@ -1,11 +1,12 @@
 //! `rudder store`: an etcd member. Flag names, defaults and ETCD_* environment variables follow etcd's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use rudder_store::config::{AutoCompaction, StoreConfig};
+use rudder_store::backup::schedule::ScheduleConfig;
+use rudder_store::config::{AutoCompaction, InjectedBugs, StoreConfig};
 
 #[derive(Args, Debug)]
 pub struct StoreArgs {
@@ -74,6 +75,22 @@ pub struct StoreArgs {
     /// Currently only supports 'debug', 'info', 'warn', 'error', 'panic', or 'fatal'.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Save an etcd-format snapshot this often (e.g. 30m, 10s; bare numbers are seconds); 0 disables.
+    #[arg(long, default_value = "0")]
+    snapshot_interval: String,
+    /// How many scheduled snapshots to keep (the newest); 0 keeps them all.
+    #[arg(long, default_value_t = 5)]
+    snapshot_retention: usize,
+    /// Directory for scheduled snapshots (default: <data-dir>/snapshots).
+    #[arg(long)]
+    snapshot_dir: Option<PathBuf>,
+    /// UNSAFE, tests only: inject a known bug (stale-read, ack-before-fsync, drop-watch-event);
+    /// repeatable or comma-separated. Refused without --unsafe-allow-bug-injection. See README (Tests).
+    #[arg(long, hide = true, value_name = "NAME")]
+    unsafe_inject_bug: Vec<String>,
+    /// Confirms --unsafe-inject-bug.
+    #[arg(long, hide = true)]
+    unsafe_allow_bug_injection: bool,
 }
 
 fn parse_urls(flag: &str, v: &str) -> anyhow::Result<Vec<url::Url>> {
@@ -81,6 +98,20 @@ fn parse_urls(flag: &str, v: &str) -> anyhow::Result<Vec<url::Url>> {
         .filter(|s| !s.is_empty())
         .map(|s| url::Url::parse(s.trim()).with_context(|| format!("--{flag}: invalid URL {s:?}")))
         .collect()
+}
+
+/// The scheduled-snapshot settings shared by `rudder store` and `rudder server`.
+pub fn snapshot_schedule(
+    interval: &str,
+    retention: usize,
+    dir: Option<&Path>,
+    data_dir: &Path,
+) -> anyhow::Result<ScheduleConfig> {
+    Ok(ScheduleConfig {
+        interval: parse_duration(interval, Duration::from_secs(1)).context("--snapshot-interval")?,
+        retention,
+        dir: dir.map(Path::to_path_buf).unwrap_or_else(|| data_dir.join("snapshots")),
+    })
 }
 
 /// etcd durations: "10m", "1h30m", "500ms", "5s"; a bare number means `bare_unit`.
@@ -184,6 +215,7 @@ impl StoreArgs {
             ),
             (m, _) => bail!("unknown auto-compaction-mode {m:?}"),
         };
+        c.injected_bugs = InjectedBugs::parse(&self.unsafe_inject_bug, self.unsafe_allow_bug_injection)?;
         Ok(c)
     }
 }
@@ -199,11 +231,17 @@ pub fn run(args: StoreArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = args.config()?;
+    let schedule = snapshot_schedule(
+        &args.snapshot_interval,
+        args.snapshot_retention,
+        args.snapshot_dir.as_deref(),
+        &config.data_dir,
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(serve(config))
+    rt.block_on(serve(config, schedule))
 }
 
-async fn serve(config: StoreConfig) -> anyhow::Result<()> {
+async fn serve(config: StoreConfig, schedule: ScheduleConfig) -> anyhow::Result<()> {
     let listeners = rudder_store::server::bind(&config.listen_client_urls)
         .await
         .context("binding --listen-client-urls")?;
@@ -223,6 +261,7 @@ async fn serve(config: StoreConfig) -> anyhow::Result<()> {
     for l in listeners {
         tasks.spawn(rudder_store::server::serve(l, router.clone()));
     }
+    rudder_store::backup::schedule::spawn(&node, schedule);
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("received interrupt, shutting down"),
         _ = terminate() => tracing::info!("received SIGTERM, shutting down"),

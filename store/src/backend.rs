@@ -28,7 +28,19 @@ impl From<BackendError> for std::io::Error {
 }
 
 pub fn open(dir: &Path) -> Result<Arc<DB>, BackendError> {
+    open_with(dir, false)
+}
+
+/// `unsafe_buffered_wal`: UNSAFE test-only bug injection (`ack-before-fsync`). The WAL stays in this
+/// process's buffer until something syncs it, so a kill -9 acts like a power loss: the database comes
+/// back as a consistent prefix of the writes, without the unsynced tail.
+pub fn open_with(dir: &Path, unsafe_buffered_wal: bool) -> Result<Arc<DB>, BackendError> {
     let mut opts = Options::default();
+    if unsafe_buffered_wal {
+        opts.set_manual_wal_flush(true);
+        // Large enough that the buffer never spills to the file on its own in a test.
+        opts.set_writable_file_max_buffer_size(64 << 20);
+    }
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_max_background_jobs(2);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::RaftError;
+use openraft::error::{InitializeError, RaftError};
 use openraft::type_config::async_runtime::WatchReceiver;
 use openraft::{ReadPolicy, ServerState};
 use parking_lot::Mutex;
@@ -24,7 +24,7 @@ use crate::raft::network::{Network, Peers};
 use crate::raft::peer::{change_membership_local, propose_local, PeerService, ProposeResult};
 use crate::raft::{log_store::LogStore, state_machine::StateMachine, MemberNode, MembershipChange, Raft};
 use crate::watch::{HeaderSource, WatchHub};
-use crate::watch_feed::{HubSink, MvccHistory};
+use crate::watch_feed::{HubSink, LossyHubSink, MvccHistory};
 use rudder_proto::raftpb::raft_peer_client::RaftPeerClient;
 use rudder_proto::raftpb::raft_peer_server::RaftPeerServer;
 use rudder_proto::raftpb::Payload;
@@ -77,10 +77,19 @@ fn request_timeout(config: &StoreConfig) -> Duration {
 
 impl StoreNode {
     pub async fn start(config: StoreConfig) -> Result<Arc<Self>, StartError> {
+        let bugs = config.injected_bugs;
+        if bugs.any() {
+            tracing::warn!(
+                bugs = %bugs.names().join(","),
+                "UNSAFE TEST-ONLY BUG INJECTION IS ACTIVE: this member breaks the store's guarantees on purpose; \
+                 never use it for real data"
+            );
+        }
         let data_dir = config.data_dir.display().to_string();
         let db_dir = config.data_dir.join("member").join("rocksdb");
         std::fs::create_dir_all(&db_dir).map_err(|e| StartError::DataDir(data_dir.clone(), e.to_string()))?;
-        let db = crate::backend::open(&db_dir).map_err(|e| StartError::DataDir(data_dir.clone(), e.to_string()))?;
+        let db = crate::backend::open_with(&db_dir, bugs.ack_before_fsync)
+            .map_err(|e| StartError::DataDir(data_dir.clone(), e.to_string()))?;
 
         let peers = Peers::default();
         let peer_urls = identity::url_strings(&config.initial_advertise_peer_urls);
@@ -90,7 +99,12 @@ impl StoreNode {
         let mvcc = Arc::new(mvcc);
         let hub = WatchHub::new(Arc::new(MvccHistory(mvcc.clone())), mvcc.current_revision());
         let lessor = Arc::new(Lessor::new(config.min_lease_ttl()));
-        let sink: Arc<dyn EventSink> = Arc::new(HubSink(hub.clone()));
+        let sink: Arc<dyn EventSink> = if bugs.drop_watch_event {
+            // UNSAFE test-only bug injection (drop-watch-event).
+            Arc::new(LossyHubSink::new(hub.clone()))
+        } else {
+            Arc::new(HubSink(hub.clone()))
+        };
         let applier = Arc::new(Applier::new(mvcc, lessor, sink).map_err(|e| StartError::Recover(e.to_string()))?);
         applier
             .restore_leases(attachments)
@@ -113,7 +127,8 @@ impl StoreNode {
         }
         .validate()
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        let log_store = LogStore::new(db.clone()).map_err(|e| StartError::Recover(e.to_string()))?;
+        let log_store =
+            LogStore::new(db.clone(), bugs.ack_before_fsync).map_err(|e| StartError::Recover(e.to_string()))?;
         let sm = StateMachine::new(applier.clone());
         let network = Network { peers: peers.clone() };
         let raft = Raft::new(identity.member_id, Arc::new(raft_config), network, log_store, sm)
@@ -158,9 +173,16 @@ impl StoreNode {
                     )
                 })
                 .collect();
-            raft.initialize(nodes)
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
+            match raft.initialize(nodes).await {
+                Ok(()) => {}
+                // The peer listener is already serving: a member that bootstrapped first may have
+                // reached us since the check above (its vote request or its first entries), and then
+                // we already belong to its cluster, whose first membership is the same as ours.
+                Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                    tracing::info!(state = %e, "a peer initialized the cluster first");
+                }
+                Err(e) => return Err(StartError::Raft(e.to_string())),
+            }
         }
         let member = Member {
             id: identity.member_id,
@@ -351,6 +373,11 @@ impl StoreNode {
     /// Waits until this member's applied state includes every write committed before the call
     /// (ReadIndex); concurrent callers share one leadership confirmation.
     pub async fn read_barrier(&self) -> Result<(), StoreError> {
+        if self.config.injected_bugs.stale_read {
+            // UNSAFE test-only bug injection (stale-read): no ReadIndex, so a lagging or cut-off member
+            // answers from whatever it has applied.
+            return Ok(());
+        }
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut s = self.reads.state.lock();

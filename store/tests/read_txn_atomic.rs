@@ -71,13 +71,23 @@ fn read_only_txn_reads_one_revision_while_writes_apply() {
     for _ in 0..5_000 {
         // Many reads per txn widen the window in which an unpinned txn would see two states.
         let ops: Vec<RequestOp> = (0..8).flat_map(|_| [get("a"), get("b")]).collect();
-        let r = applier.read_txn(TxnRequest { success: ops, ..Default::default() }).unwrap();
+        let r = applier
+            .read_txn(TxnRequest {
+                success: ops,
+                ..Default::default()
+            })
+            .unwrap();
         let header_rev = r.header.as_ref().map_or(0, |h| h.revision);
         let mut values = Vec::new();
         for op in r.responses {
-            let Some(response_op::Response::ResponseRange(range)) = op.response else { panic!("not a range") };
+            let Some(response_op::Response::ResponseRange(range)) = op.response else {
+                panic!("not a range")
+            };
             let kv = &range.kvs[0];
-            assert!(kv.mod_revision <= header_rev, "read {kv:?} above the txn's revision {header_rev}");
+            assert!(
+                kv.mod_revision <= header_rev,
+                "read {kv:?} above the txn's revision {header_rev}"
+            );
             values.push(kv.value.clone());
         }
         if values.windows(2).any(|w| w[0] != w[1]) {

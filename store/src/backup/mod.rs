@@ -6,10 +6,12 @@
 //! * [`snapshot`]: building a snapshot from the store's RocksDB state, streaming it
 //!   (Maintenance.Snapshot) and fetching it as a client (`rudder snapshot save`);
 //! * [`status`]: what `etcdctl snapshot status` reports about a file;
-//! * [`restore`]: turning a snapshot (ours or a real etcd's) into a fresh Rudder data directory.
+//! * [`restore`]: turning a snapshot (ours or a real etcd's) into a fresh Rudder data directory;
+//! * [`schedule`]: periodic snapshots into a directory, verified and pruned (`--snapshot-interval`).
 
 pub mod bbolt;
 pub mod restore;
+pub mod schedule;
 pub mod snapshot;
 pub mod status;
 
@@ -29,6 +31,8 @@ pub mod buckets {
     /// meta bucket keys.
     pub const CONSISTENT_INDEX: &[u8] = b"consistent_index";
     pub const TERM: &[u8] = b"term";
+    /// etcd 3.5+: the Raft ConfState as JSON.
+    pub const CONF_STATE: &[u8] = b"confState";
     pub const SCHEDULED_COMPACT: &[u8] = b"scheduledCompactRev";
     pub const FINISHED_COMPACT: &[u8] = b"finishedCompactRev";
     /// cluster bucket key.

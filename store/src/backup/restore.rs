@@ -7,11 +7,16 @@
 //!   everything before the new revision counts as compacted, so clients holding old revisions (watches,
 //!   caches) are told to start over instead of missing the difference.
 //!
-//! The result is the three state column families (`key`, `lease`, `meta`) and no Raft state: on its
-//! first start the member initializes a new group and keeps the restored data.
+//! The result is the three state column families (`key`, `lease`, `meta`) and no Raft log: `meta` also
+//! records the new cluster's membership at a Raft position shared by every member restored from the
+//! same file with the same flags (see [`restored_raft_position`]), so they form the cluster together.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
+use openraft::impls::leader_id_adv::LeaderId;
+use openraft::Membership;
 
 use prost::Message;
 use rocksdb::{WriteBatch, DB};
@@ -21,16 +26,18 @@ use rudder_proto::mvccpb::KeyValue;
 
 use super::bbolt::{BoltReader, FileSource};
 use super::{buckets, file_err, has_hash_trailer, snapshot::sha256_prefix, BackupError, HASH_SIZE};
-use crate::backend;
 use crate::mvcc::Revision;
+use crate::raft::{LogId, MemberNode, StoredMembership};
 use crate::schema::{
-    CF_KV, CF_LEASE, CF_META, META_ALARMS, META_FINISHED_COMPACT, META_REVISION, META_SCHEDULED_COMPACT,
+    CF_KV, CF_LEASE, CF_META, META_ALARMS, META_APPLIED, META_FINISHED_COMPACT, META_MEMBERSHIP, META_REVISION,
+    META_SCHEDULED_COMPACT,
 };
+use crate::{backend, identity};
 
 /// Bytes per RocksDB write batch while importing.
 const BATCH_BYTES: usize = 4 << 20;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RestoreConfig {
     pub snapshot: PathBuf,
     pub data_dir: PathBuf,
@@ -38,10 +45,29 @@ pub struct RestoreConfig {
     pub name: String,
     /// (name, peer URLs) of every member of the new cluster.
     pub initial_cluster: Vec<(String, Vec<String>)>,
+    /// With the peer URLs, gives the member ids (as etcd derives them); the member must start with the
+    /// same `--initial-cluster-token`.
+    pub initial_cluster_token: String,
     pub initial_advertise_peer_urls: Vec<String>,
     pub skip_hash_check: bool,
     pub bump_revision: u64,
     pub mark_compacted: bool,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        RestoreConfig {
+            snapshot: PathBuf::new(),
+            data_dir: PathBuf::new(),
+            name: String::new(),
+            initial_cluster: Vec::new(),
+            initial_cluster_token: "etcd-cluster".to_string(),
+            initial_advertise_peer_urls: Vec::new(),
+            skip_hash_check: false,
+            bump_revision: 0,
+            mark_compacted: false,
+        }
+    }
 }
 
 /// What was restored.
@@ -158,6 +184,50 @@ pub fn restore(cfg: &RestoreConfig) -> Result<RestoreSummary, BackupError> {
     }
 }
 
+/// The Raft position every member restored from the same file starts at, as etcd's restore writes a
+/// Raft snapshot holding the new membership rather than log entries: the state machine has "applied"
+/// log index N (the number of members, etcd's choice) with the new cluster's membership, and there is
+/// no log. On start openraft marks the log purged up to there and builds its snapshot from the
+/// restored state, so the members form the cluster without `initialize`, and a member added later
+/// receives the restored data by snapshot instead of replaying a log that does not contain it.
+/// Returns the encoded (applied log id, stored membership).
+fn restored_raft_position(cfg: &RestoreConfig) -> Result<(Vec<u8>, Vec<u8>), BackupError> {
+    let mut nodes = BTreeMap::new();
+    for (name, urls) in &cfg.initial_cluster {
+        // The member ids must come out as `rudder store` derives them from the same flags.
+        let urls = urls
+            .iter()
+            .map(|u| {
+                url::Url::parse(u)
+                    .map(|u| u.as_str().trim_end_matches('/').to_string())
+                    .map_err(|e| BackupError::Config(format!("--initial-cluster: invalid URL {u:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let id = identity::member_id(&urls, &cfg.initial_cluster_token, None);
+        let node = MemberNode {
+            name: name.clone(),
+            peer_urls: urls,
+            client_urls: Vec::new(),
+        };
+        if nodes.insert(id, node).is_some() {
+            return Err(BackupError::Config(format!(
+                "--initial-cluster: member {name:?} has the peer URLs of another member"
+            )));
+        }
+    }
+    let voters: BTreeSet<u64> = nodes.keys().copied().collect();
+    let membership =
+        Membership::new(vec![voters], nodes).map_err(|e| BackupError::Config(format!("--initial-cluster: {e}")))?;
+    // Every member must compute the same log id, so it names no member as leader.
+    let log_id = LogId::new(LeaderId { term: 0, node_id: 0 }, cfg.initial_cluster.len() as u64);
+    let stored = StoredMembership::new(Some(log_id), membership);
+    let encode = |e: std::io::Error| BackupError::Storage(format!("encoding the Raft position: {e}"));
+    Ok((
+        crate::raft::encode(&log_id).map_err(encode)?,
+        crate::raft::encode(&stored).map_err(encode)?,
+    ))
+}
+
 fn flush(db: &DB, batch: &mut WriteBatch) -> Result<(), BackupError> {
     if !batch.is_empty() {
         db.write(std::mem::take(batch))?;
@@ -269,6 +339,9 @@ fn import<R: super::bbolt::ReadAt>(
         }
     }
     let meta_cf = backend::cf(db, CF_META)?;
+    let (applied, membership) = restored_raft_position(cfg)?;
+    batch.put_cf(meta_cf, META_APPLIED, applied);
+    batch.put_cf(meta_cf, META_MEMBERSHIP, membership);
     batch.put_cf(meta_cf, META_REVISION, revision.to_be_bytes());
     if compacted > 0 {
         let key = Revision::new(compacted, 0).to_key(false);

@@ -3,9 +3,10 @@
 //! (32 KiB chunks with `remaining_bytes`, then one message whose blob is the SHA-256 of all the bytes).
 //!
 //! Buckets written (etcd 3.5's set): `key` and `lease` verbatim (our column families use etcd's layout);
-//! `meta` with `consistent_index` (the Raft applied index), `term`, and the compaction revisions;
-//! `alarm`; `cluster` (clusterVersion); `members`; empty `members_removed`, `authUsers`, `authRoles`;
-//! `auth` with `authRevision` only, as a never-enabled etcd has it.
+//! `meta` with `consistent_index` (the Raft applied index), `term`, `confState` (voters and learners, as
+//! etcd 3.5 records them) and the compaction revisions; `alarm`; `cluster` (clusterVersion); `members`;
+//! empty `members_removed`, `authUsers`, `authRoles`; `auth` with `authEnabled` 0 and `authRevision` 1,
+//! as an etcd that never had authentication on.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -43,6 +44,20 @@ pub struct EtcdMember {
     pub is_learner: bool,
 }
 
+/// The members of `node`'s cluster as a snapshot records them.
+pub fn members_of(node: &crate::node::StoreNode) -> Vec<EtcdMember> {
+    node.members()
+        .into_iter()
+        .map(|(id, n, is_learner)| EtcdMember {
+            id,
+            name: n.name,
+            peer_urls: n.peer_urls,
+            client_urls: n.client_urls,
+            is_learner,
+        })
+        .collect()
+}
+
 /// etcd's member JSON: RaftAttributes (peerURLs, isLearner) then Attributes (name, clientURLs).
 #[derive(Serialize)]
 struct MemberJson<'a> {
@@ -55,6 +70,35 @@ struct MemberJson<'a> {
     name: &'a str,
     #[serde(rename = "clientURLs", skip_serializing_if = "<[String]>::is_empty")]
     client_urls: &'a [String],
+}
+
+/// etcd 3.5's `confState` meta value: raftpb.ConfState as Go's encoding/json writes it (empty lists
+/// omitted, `auto_leave` always present). etcd 3.6 reads it to recognise a 3.5 backend.
+#[derive(Serialize)]
+struct ConfStateJson {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    voters: Vec<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    learners: Vec<u64>,
+    auto_leave: bool,
+}
+
+fn conf_state_json(members: &[EtcdMember]) -> Result<Vec<u8>, BackupError> {
+    let ids = |learner: bool| {
+        let mut v: Vec<u64> = members
+            .iter()
+            .filter(|m| m.is_learner == learner)
+            .map(|m| m.id)
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    serde_json::to_vec(&ConfStateJson {
+        voters: ids(false),
+        learners: ids(true),
+        auto_leave: false,
+    })
+    .map_err(|e| BackupError::Storage(e.to_string()))
 }
 
 /// What a snapshot database holds.
@@ -85,6 +129,7 @@ pub fn write_db<W: Write + Seek>(db: &DB, members: &[EtcdMember], out: W) -> Res
     }
     meta.push((buckets::CONSISTENT_INDEX, info.consistent_index.to_be_bytes().to_vec()));
     meta.push((buckets::TERM, term.to_be_bytes().to_vec()));
+    meta.push((buckets::CONF_STATE, conf_state_json(members)?));
     for (ours, theirs) in [
         (META_SCHEDULED_COMPACT, buckets::SCHEDULED_COMPACT),
         (META_FINISHED_COMPACT, buckets::FINISHED_COMPACT),
@@ -123,7 +168,14 @@ pub fn write_db<W: Write + Seek>(db: &DB, members: &[EtcdMember], out: W) -> Res
 
     let mut w = BoltWriter::new(out)?;
     w.put_bucket(buckets::ALARM, alarms.iter().map(|a| (a.as_slice(), &[][..])))?;
-    w.put_bucket(buckets::AUTH, [(buckets::AUTH_REVISION, 1u64.to_be_bytes())])?;
+    // As a never-enabled etcd 3.4 has it after start-up, plus the "disabled" flag `auth disable` writes.
+    w.put_bucket(
+        buckets::AUTH,
+        [
+            (buckets::AUTH_ENABLED, &[0u8][..]),
+            (buckets::AUTH_REVISION, &1u64.to_be_bytes()[..]),
+        ],
+    )?;
     w.put_bucket(buckets::AUTH_ROLES, std::iter::empty::<(&[u8], &[u8])>())?;
     w.put_bucket(buckets::AUTH_USERS, std::iter::empty::<(&[u8], &[u8])>())?;
     w.put_bucket(buckets::CLUSTER, [(buckets::CLUSTER_VERSION, CLUSTER_VERSION)])?;
@@ -321,5 +373,65 @@ pub async fn fetch(endpoint: &str, path: &Path, mut progress: impl FnMut(u64, u6
             let _ = std::fs::remove_file(&part);
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::bbolt::BoltReader;
+
+    fn bucket(reader: &BoltReader<&[u8]>, name: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let all = reader.buckets().expect("buckets");
+        let b = all.iter().find(|b| b.name == name).expect("bucket present");
+        let mut out = Vec::new();
+        reader
+            .for_each(b, |e| -> Result<(), BackupError> {
+                out.push((e.key.to_vec(), e.value.to_vec()));
+                Ok(())
+            })
+            .expect("entries");
+        out
+    }
+
+    #[test]
+    fn meta_has_conf_state_and_auth_is_disabled() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let db = crate::backend::open(&tmp.path().join("db")).expect("open");
+        let member = |id, is_learner| EtcdMember {
+            id,
+            name: format!("m{id}"),
+            peer_urls: vec![format!("http://127.0.0.1:{id}")],
+            client_urls: Vec::new(),
+            is_learner,
+        };
+        let members = [member(30, false), member(20, true), member(u64::MAX - 1, false)];
+        let (bytes, _) = write_db(&db, &members, std::io::Cursor::new(Vec::new())).expect("write");
+        let bytes = bytes.into_inner();
+        let reader = BoltReader::open(bytes.as_slice()).expect("open");
+        let meta = bucket(&reader, buckets::META);
+        let conf = meta
+            .iter()
+            .find(|(k, _)| k == buckets::CONF_STATE)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+        assert_eq!(
+            conf.as_deref(),
+            Some(r#"{"voters":[30,18446744073709551614],"learners":[20],"auto_leave":false}"#)
+        );
+        let auth = bucket(&reader, buckets::AUTH);
+        assert_eq!(
+            auth,
+            vec![
+                (buckets::AUTH_ENABLED.to_vec(), vec![0]),
+                (buckets::AUTH_REVISION.to_vec(), 1u64.to_be_bytes().to_vec())
+            ]
+        );
+        assert!(bucket(&reader, buckets::AUTH_USERS).is_empty());
+        assert!(bucket(&reader, buckets::AUTH_ROLES).is_empty());
+        assert!(
+            meta.windows(2).all(|w| w[0].0 < w[1].0),
+            "meta keys sorted: {:?}",
+            meta.iter().map(|(k, _)| String::from_utf8_lossy(k)).collect::<Vec<_>>()
+        );
     }
 }

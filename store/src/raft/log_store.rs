@@ -22,6 +22,8 @@ use crate::schema::{CF_RAFT_LOG, CF_RAFT_META, META_COMMITTED, META_LAST_PURGED,
 pub struct LogStore {
     db: Arc<DB>,
     flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+    /// UNSAFE test-only bug injection (`ack-before-fsync`): appends are reported durable at once.
+    unsafe_ack_before_fsync: bool,
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -33,7 +35,8 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl LogStore {
-    pub fn new(db: Arc<DB>) -> io::Result<Self> {
+    /// `unsafe_ack_before_fsync`: UNSAFE test-only bug injection; see [`LogStore::append`].
+    pub fn new(db: Arc<DB>, unsafe_ack_before_fsync: bool) -> io::Result<Self> {
         backend::cf(&db, CF_RAFT_LOG)?;
         backend::cf(&db, CF_RAFT_META)?;
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
@@ -53,7 +56,11 @@ impl LogStore {
                     }
                 }
             })?;
-        Ok(LogStore { db, flusher: tx })
+        Ok(LogStore {
+            db,
+            flusher: tx,
+            unsafe_ack_before_fsync,
+        })
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -150,6 +157,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put_cf(cf, index_key(entry.log_id.index), encode(&entry)?);
         }
         self.db.write(batch).map_err(io_err)?;
+        if self.unsafe_ack_before_fsync {
+            // UNSAFE test-only bug injection (ack-before-fsync): durable as far as openraft knows, while
+            // the entries are still in the process's WAL buffer (the database was opened with
+            // `backend::open_with(.., true)`), so a kill -9 loses them.
+            callback.io_completed(Ok(()));
+            return Ok(());
+        }
         self.flusher
             .send(callback)
             .map_err(|_| io::Error::other("log flusher stopped"))

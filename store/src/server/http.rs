@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
 use rudder_proto::etcdserverpb::AlarmType;
 
 use crate::node::StoreNode;
@@ -63,6 +63,49 @@ fn gauge(reg: &Registry, name: &str, help: &str, v: i64) {
         g.set(v);
         let _ = reg.register(Box::new(g));
     }
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, v: u64) {
+    if let Ok(c) = IntCounter::new(name, help) {
+        c.inc_by(v);
+        let _ = reg.register(Box::new(c));
+    }
+}
+
+/// Scheduled snapshots (`--snapshot-interval`); Rudder's own names, etcd has no such feature.
+fn snapshot_metrics(reg: &Registry) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &crate::backup::schedule::STATS;
+    counter(
+        reg,
+        "rudder_snapshot_scheduled_total",
+        "Scheduled snapshots saved and verified.",
+        s.succeeded.load(Relaxed),
+    );
+    counter(
+        reg,
+        "rudder_snapshot_scheduled_failures_total",
+        "Scheduled snapshots that failed (write or verification).",
+        s.failed.load(Relaxed),
+    );
+    gauge(
+        reg,
+        "rudder_snapshot_last_success_timestamp_seconds",
+        "Unix time of the last successful scheduled snapshot (0: none yet).",
+        s.last_success.load(Relaxed),
+    );
+    gauge(
+        reg,
+        "rudder_snapshot_last_revision",
+        "Revision held by the last successful scheduled snapshot.",
+        s.last_revision.load(Relaxed),
+    );
+    gauge(
+        reg,
+        "rudder_snapshot_files",
+        "Scheduled snapshot files kept in the snapshot directory.",
+        s.files.load(Relaxed),
+    );
 }
 
 pub async fn metrics(State(node): State<Arc<StoreNode>>) -> impl IntoResponse {
@@ -149,6 +192,7 @@ pub async fn metrics(State(node): State<Arc<StoreNode>>) -> impl IntoResponse {
         "Member id of this member (as a gauge value).",
         (node.member.id >> 1) as i64,
     );
+    snapshot_metrics(&reg);
     let mut buf = Vec::new();
     if TextEncoder::new().encode(&reg.gather(), &mut buf).is_err() {
         return (

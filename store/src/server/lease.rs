@@ -82,6 +82,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let require_leader = super::leader::requires_leader_md(request.metadata());
         let mut incoming = request.into_inner();
         let node = self.node.clone();
         let out = async_stream_keepalive(move |tx| async move {
@@ -108,6 +109,12 @@ impl Lease for LeaseService {
                 }
             }
         });
+        if require_leader {
+            return Ok(Response::new(Box::pin(super::leader::until_leader_lost(
+                out,
+                self.node.clone(),
+            ))));
+        }
         Ok(Response::new(out))
     }
 

@@ -145,18 +145,7 @@ impl Maintenance for MaintenanceService {
         // Build the etcd-format database from one consistent RocksDB snapshot into a temporary file, then
         // stream it like etcd streams its backend (chunks, then the SHA-256 blob).
         let db = self.node.applier.mvcc.db().clone();
-        let members: Vec<crate::backup::snapshot::EtcdMember> = self
-            .node
-            .members()
-            .into_iter()
-            .map(|(id, n, is_learner)| crate::backup::snapshot::EtcdMember {
-                id,
-                name: n.name,
-                peer_urls: n.peer_urls,
-                client_urls: n.client_urls,
-                is_learner,
-            })
-            .collect();
+        let members = crate::backup::snapshot::members_of(&self.node);
         let dir = self.node.config.data_dir.join("member");
         let started = std::time::Instant::now();
         let (file, info) =

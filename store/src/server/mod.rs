@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod election;
 pub mod http;
 pub mod kv;
+pub mod leader;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
@@ -46,7 +47,8 @@ pub fn router(node: Arc<StoreNode>) -> axum::Router {
             progress_notify_interval: node.config.watch_progress_notify_interval,
             max_response_bytes: limit,
         },
-    );
+    )
+    .with_leader_monitor(node.clone());
     let routes = tonic::service::Routes::new(watch.into_server().max_decoding_message_size(limit))
         .add_service(KvServer::new(kv::KvService { node: node.clone() }).max_decoding_message_size(limit))
         .add_service(LeaseServer::new(lease::LeaseService { node: node.clone() }).max_decoding_message_size(limit))
@@ -67,9 +69,13 @@ pub fn router(node: Arc<StoreNode>) -> axum::Router {
         .route("/health", axum::routing::get(http::health))
         .route("/metrics", axum::routing::get(http::metrics))
         .route("/version", axum::routing::get(http::version))
-        .with_state(node);
+        .with_state(node.clone());
     routes
         .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            leader::require_leader,
+        ))
         .merge(http)
         .layer(axum::middleware::map_response(http::grpc_size_limit_status))
 }

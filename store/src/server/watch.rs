@@ -10,6 +10,7 @@ use rudder_proto::etcdserverpb::watch_server::{Watch, WatchServer};
 use rudder_proto::etcdserverpb::{WatchRequest, WatchResponse};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::node::StoreNode;
 use crate::watch::{watch_session, HeaderSource, SessionConfig, WatchHub};
 
 /// The Watch service. Build with [`WatchService::new`], register with [`WatchService::into_server`].
@@ -18,11 +19,24 @@ pub struct WatchService {
     hub: WatchHub,
     headers: Arc<dyn HeaderSource>,
     config: SessionConfig,
+    /// The member whose leader require-leader streams follow (none in unit tests: never checked).
+    leader: Option<Arc<StoreNode>>,
 }
 
 impl WatchService {
     pub fn new(hub: WatchHub, headers: Arc<dyn HeaderSource>, config: SessionConfig) -> Self {
-        Self { hub, headers, config }
+        Self {
+            hub,
+            headers,
+            config,
+            leader: None,
+        }
+    }
+
+    /// Ends require-leader streams (`hasleader: true` metadata) when `node` loses its leader.
+    pub fn with_leader_monitor(mut self, node: Arc<StoreNode>) -> Self {
+        self.leader = Some(node);
+        self
     }
 
     pub fn into_server(self) -> WatchServer<Self> {
@@ -45,6 +59,10 @@ impl Watch for WatchService {
     type WatchStream = ResponseStream;
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+        let monitor = self
+            .leader
+            .clone()
+            .filter(|_| super::leader::requires_leader_md(request.metadata()));
         // tonic drops the response stream when the client goes away, which removes its watchers.
         let responses = watch_session(
             &self.hub,
@@ -53,7 +71,10 @@ impl Watch for WatchService {
             self.config.clone(),
         )
         .map(Ok);
-        Ok(Response::new(Box::pin(responses)))
+        Ok(Response::new(match monitor {
+            Some(node) => Box::pin(super::leader::until_leader_lost(responses, node)),
+            None => Box::pin(responses),
+        }))
     }
 }
 
