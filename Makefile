@@ -7,7 +7,11 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release/rudder
 DATA_DIR ?= ./rudder-data
 
-.PHONY: run test bench deps build lint unit e2e loom clean-data
+.PHONY: run test bench deps build lint unit e2e loom jepsen jepsen-smoke clean-data
+
+JEPSEN := $(CARGO_TARGET_DIR)/release/rudder-jepsen
+JEPSEN_OUT ?= /var/tmp/rudder-jepsen
+JEPSEN_DB ?= rudder
 
 deps:
 	@bash scripts/install-deps.sh
@@ -32,7 +36,18 @@ loom: deps
 	RUSTFLAGS="--cfg rudder_loom" CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)-loom LOOM_MAX_PREEMPTIONS=3 \
 		$(CARGO) test --release -p rudder-store --lib watch::loom_tests
 
-test: build lint unit loom
+# The Jepsen smoke matrix: six short fault scenarios on three Rudder nodes in network namespaces, the
+# backup/restore scenario, and three runs with injected bugs that must be caught (about 10 minutes).
+jepsen-smoke: build
+	$(JEPSEN) cleanup
+	$(JEPSEN) matrix --preset smoke --out $(JEPSEN_OUT)/smoke
+
+# The full matrix (every workload x nemesis x 3 seeds; hours). JEPSEN_DB=etcd runs it on Debian's etcd.
+jepsen: build
+	$(JEPSEN) cleanup
+	$(JEPSEN) matrix --db $(JEPSEN_DB) --seeds 1,2,3 --out $(JEPSEN_OUT)/full-$(JEPSEN_DB) --doc docs/jepsen.md
+
+test: build lint unit loom jepsen-smoke
 
 bench: build
 	$(CARGO) build --release -p rudder-bench

@@ -8,6 +8,8 @@ packages=(
   protobuf-compiler         # protoc for the etcd wire format
   etcd-server etcd-client   # the anchor (etcd 3.4.23) and the etcdctl the tests drive
   pkg-config make
+  iptables faketime         # the Jepsen suite: partitions and clock faults
+  iproute2                  # ip netns for the Jepsen suite's nodes
 )
 
 missing=()
