@@ -545,7 +545,7 @@ async fn publish_self(node: std::sync::Weak<StoreNode>) {
 
 /// A member the cluster removed stops serving, as etcd does.
 async fn watch_removal(node: std::sync::Weak<StoreNode>) {
-    let Some(mut metrics) = node.upgrade().map(|n| n.raft.server_metrics()) else {
+    let Some(mut metrics) = node.upgrade().map(|n| n.raft.metrics()) else {
         return;
     };
     // A joining member first sees memberships older than its own addition (from a snapshot): only a
@@ -557,9 +557,16 @@ async fn watch_removal(node: std::sync::Weak<StoreNode>) {
             let me = m.id;
             let present = m.membership_config.nodes().any(|(id, _)| *id == me);
             seen_self |= present;
-            seen_self && !present
+            // The membership in the metrics is the newest appended one; only once it is applied (so
+            // committed) is the removal final. Stopping earlier could leave the change half done.
+            let applied = m.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
+            let committed = m.membership_config.log_id().as_ref().map(|l| l.index).unwrap_or(0) <= applied;
+            seen_self && !present && committed
         };
         if gone {
+            // Like etcd, stop a little later so the answer to the request that removed us (possibly
+            // served by this member as leader) still gets out.
+            tokio::time::sleep(Duration::from_secs(1)).await;
             if let Some(n) = node.upgrade() {
                 tracing::error!("the member has been permanently removed from the cluster");
                 let _ = n.removed.send(true);
@@ -603,7 +610,7 @@ async fn expire_leases(node: std::sync::Weak<StoreNode>) {
 /// A member that becomes leader restarts every lease's clock, so leases survive leader changes.
 async fn refresh_leases_on_leadership(node: std::sync::Weak<StoreNode>) {
     // Server metrics change with leadership and membership only, not with every write.
-    let Some(mut metrics) = node.upgrade().map(|n| n.raft.server_metrics()) else {
+    let Some(mut metrics) = node.upgrade().map(|n| n.raft.metrics()) else {
         return;
     };
     let mut was_leader = false;
