@@ -496,7 +496,15 @@ impl Cluster {
     /// Every member's (HashKV at the current revision, compact revision).
     async fn hashes(&mut self) -> Vec<(u32, i64)> {
         let mut out = Vec::new();
-        for m in &mut self.maintenance {
+        for (kv, m) in self.kv.iter_mut().zip(self.maintenance.iter_mut()) {
+            // HashKV answers from the member's applied state; a linearizable read through the member first
+            // makes it apply everything committed so far (a compaction leaves the revision unchanged, so
+            // waiting for a revision is not enough).
+            let barrier = RangeRequest {
+                key: vec![0],
+                ..Default::default()
+            };
+            kv.range(barrier).await.expect("linearizable read");
             let r = m
                 .hash_kv(HashKvRequest { revision: 0 })
                 .await

@@ -120,12 +120,16 @@ fn is_read_only(t: &TxnRequest) -> bool {
     })
 }
 
+/// Only a txn whose every op is a serializable range skips the read barrier. A txn without ops (compares
+/// only) is linearizable: its answer is the compare result, which must not come from a stale member.
 fn is_serializable(t: &TxnRequest) -> bool {
-    t.success.iter().chain(t.failure.iter()).all(|op| match &op.request {
-        Some(request_op::Request::RequestRange(r)) => r.serializable,
-        Some(request_op::Request::RequestTxn(inner)) => is_serializable(inner),
-        _ => false,
-    })
+    let mut ops = t.success.iter().chain(t.failure.iter()).peekable();
+    ops.peek().is_some()
+        && ops.all(|op| match &op.request {
+            Some(request_op::Request::RequestRange(r)) => r.serializable,
+            Some(request_op::Request::RequestTxn(inner)) => is_serializable(inner),
+            _ => false,
+        })
 }
 
 #[tonic::async_trait]
