@@ -709,3 +709,189 @@ fn kubectl_against_debian_etcd() {
     more_kinds(&s);
     write_suite(&s);
 }
+
+/// Waits up to 20 s for `check` to hold.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Deletion as upstream does it: finalizers, graceful pod deletion, propagation finalizers, dry run,
+/// deletecollection, the status subresource, and a namespace's lifecycle.
+fn lifecycle_suite(s: &Server) {
+    // A finalizer holds the object: delete only marks it; no new finalizers while it is going; removing
+    // the last one deletes it.
+    let held = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"held","finalizers":["example.com/hold"]}}"#;
+    let o = s.kubectl_in(&["create", "-f", "-"], held);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(s
+        .ok(&["delete", "cm", "held", "--wait=false"])
+        .contains("configmap \"held\" deleted"));
+    assert!(!s
+        .ok(&["get", "cm", "held", "-o", "jsonpath={.metadata.deletionTimestamp}"])
+        .is_empty());
+    let e = s.fails(&[
+        "patch",
+        "cm",
+        "held",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/finalizers/-","value":"example.com/more"}]"#,
+    ]);
+    assert!(
+        e.contains("is invalid") && e.contains("no new finalizers can be added if the object is being deleted"),
+        "{e}"
+    );
+    s.ok(&[
+        "patch",
+        "cm",
+        "held",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    assert!(s.fails(&["get", "cm", "held"]).contains("(NotFound)"));
+
+    // Server-side dry run deletes nothing.
+    s.ok(&["create", "configmap", "dry", "--from-literal=a=1"]);
+    s.ok(&["delete", "cm", "dry", "--dry-run=server"]);
+    s.ok(&["get", "cm", "dry"]);
+
+    // deletecollection with a label selector.
+    for (name, batch) in [("b1", "one"), ("b2", "one"), ("b3", "two")] {
+        s.ok(&["create", "configmap", name]);
+        s.ok(&["label", "cm", name, &format!("batch={batch}")]);
+    }
+    s.ok(&[
+        "delete",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps?labelSelector=batch%3Done",
+    ]);
+    let left = s.ok(&["get", "cm", "-l", "batch", "-o", "name"]);
+    assert_eq!(left.trim(), "configmap/b3", "{left}");
+
+    // Pods: a scheduled pod waits out its grace period (no kubelet here to confirm), an unscheduled one
+    // goes at once, and --force --grace-period=0 removes the waiting one.
+    let pod = |name: &str, node: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{{node}"containers":[{{"name":"c","image":"busybox:1"}}]}}}}"#
+        )
+    };
+    assert!(
+        s.kubectl_in(&["create", "-f", "-"], &pod("ran", r#""nodeName":"n1","#))
+            .ok
+    );
+    assert!(s.kubectl_in(&["create", "-f", "-"], &pod("never", "")).ok);
+    s.ok(&["delete", "pod", "never", "--wait=false"]);
+    assert!(s.fails(&["get", "pod", "never"]).contains("(NotFound)"));
+    s.ok(&["delete", "pod", "ran", "--wait=false"]);
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "pod",
+            "ran",
+            "-o",
+            "jsonpath={.metadata.deletionGracePeriodSeconds}"
+        ]),
+        "30"
+    );
+    assert!(s.ok(&["get", "pod", "ran"]).contains("Terminating"));
+    s.ok(&["delete", "pod", "ran", "--grace-period=0", "--force"]);
+    assert!(s.fails(&["get", "pod", "ran"]).contains("(NotFound)"));
+
+    // Foreground propagation leaves the owner marked with foregroundDeletion until its dependents are
+    // gone (the garbage collector's job); here we take the finalizer off by hand.
+    s.ok(&["create", "deployment", "fg", "--image=busybox:1"]);
+    s.ok(&["delete", "deploy", "fg", "--cascade=foreground", "--wait=false"]);
+    assert_eq!(
+        s.ok(&["get", "deploy", "fg", "-o", "jsonpath={.metadata.finalizers}"]),
+        r#"["foregroundDeletion"]"#
+    );
+    s.ok(&[
+        "patch",
+        "deploy",
+        "fg",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    assert!(s.fails(&["get", "deploy", "fg"]).contains("(NotFound)"));
+
+    // The status subresource: status changes only through /status.
+    s.ok(&["create", "deployment", "st", "--image=busybox:1"]);
+    s.ok(&[
+        "patch",
+        "deploy",
+        "st",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":3},"spec":{"replicas":7}}"#,
+    ]);
+    s.ok(&[
+        "patch",
+        "deploy",
+        "st",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":9}}"#,
+    ]);
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "deploy",
+            "st",
+            "-o",
+            "jsonpath={.status.replicas} {.spec.replicas}"
+        ]),
+        "3 1"
+    );
+    s.ok(&["delete", "deploy", "st"]);
+
+    // A namespace: Terminating while content with a finalizer remains, no new content, then gone.
+    s.ok(&["create", "namespace", "doomed"]);
+    s.ok(&["-n", "doomed", "create", "configmap", "plain"]);
+    assert!(
+        s.kubectl_in(&["-n", "doomed", "create", "-f", "-"], &pod("idle", ""))
+            .ok
+    );
+    assert!(s.kubectl_in(&["-n", "doomed", "create", "-f", "-"], held).ok);
+    assert!(s
+        .ok(&["delete", "namespace", "doomed", "--wait=false"])
+        .contains("namespace \"doomed\" deleted"));
+    assert!(s.ok(&["get", "ns", "doomed"]).contains("Terminating"));
+    let e = s.fails(&["-n", "doomed", "create", "configmap", "late"]);
+    assert!(
+        e.contains("is forbidden") && e.contains("because it is being terminated"),
+        "{e}"
+    );
+    eventually("the namespace's plain content to go", || {
+        s.ok(&["-n", "doomed", "get", "cm,pods", "-o", "name"]).trim() == "configmap/held"
+    });
+    eventually("the namespace to report what remains", || {
+        s.ok(&["get", "ns", "doomed", "-o", "json"]).contains(
+            "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances",
+        )
+    });
+    s.ok(&[
+        "-n",
+        "doomed",
+        "patch",
+        "cm",
+        "held",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    s.ok(&["wait", "--for=delete", "namespace/doomed", "--timeout=30s"]);
+    assert!(s.fails(&["get", "ns", "doomed"]).contains("(NotFound)"));
+}
+
+#[test]
+fn kubectl_deletion_and_namespace_lifecycle() {
+    let s = Server::start(false);
+    lifecycle_suite(&s);
+}

@@ -19,13 +19,16 @@ pub fn wants_aggregated(accept: &str) -> bool {
 fn resource_discovery(r: &Resource) -> Value {
     let kind = |k: &str| json!({"group": r.group, "version": r.version, "kind": k});
     let mut subresources = Vec::new();
-    if !matches!(r.kind, "ConfigMap" | "Secret" | "ServiceAccount" | "Event" | "Lease") {
+    if r.has_status_subresource() {
         subresources
             .push(json!({"subresource": "status", "responseKind": kind(r.kind), "verbs": ["get", "patch", "update"]}));
     }
     if crate::handlers::has_scale(r.kind) {
         let scale = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
         subresources.push(json!({"subresource": "scale", "responseKind": scale, "verbs": ["get", "patch", "update"]}));
+    }
+    if r.kind == "Namespace" {
+        subresources.push(json!({"subresource": "finalize", "responseKind": kind(r.kind), "verbs": ["update"]}));
     }
     let mut v = json!({
         "resource": r.plural,
@@ -103,6 +106,16 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
             }
         }
         resources.push(e);
+        if r.has_status_subresource() {
+            resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "",
+                "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+        }
+        if r.kind == "Namespace" {
+            resources.push(
+                json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false,
+                "kind": "Namespace", "verbs": ["update"]}),
+            );
+        }
         if crate::handlers::has_scale(r.kind) {
             resources.push(
                 json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced,

@@ -28,7 +28,7 @@ pub struct Target<'a> {
 }
 
 impl Target<'_> {
-    fn qualified(&self) -> String {
+    pub fn qualified(&self) -> String {
         if self.group.is_empty() {
             self.resource.to_string()
         } else {

@@ -7,6 +7,7 @@
 pub mod discovery;
 pub mod error;
 pub mod handlers;
+pub mod namespace;
 pub mod openapi;
 pub mod protobuf;
 pub mod registry;
@@ -142,6 +143,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         tokio::spawn(store.clone().compact_periodically(config.compaction_interval));
     }
     let server = Arc::new(ApiServer { store, caches });
+    tokio::spawn(namespace::run(server.clone()));
     let router = handlers::router(server);
 
     let listener = tokio::net::TcpListener::bind(config.bind)

@@ -1,13 +1,14 @@
 //! HTTP surface: routing by path (`/api/v1/...`, `/apis/<g>/<v>/...`), authentication, content
 //! negotiation, and dispatch to the verb handlers.
 
+pub(crate) mod delete;
 mod patch;
 mod read;
 mod scale;
 
 pub use scale::has_scale;
 mod selector;
-mod write;
+pub(crate) mod write;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct Ctx<'a> {
     pub namespace: Option<String>,
     /// The client asked for `meta.k8s.io/v1` Table output.
     pub table: bool,
+    /// `status` or `finalize` when the request addressed that subresource.
+    pub subresource: Option<&'a str>,
 }
 
 impl Ctx<'_> {
@@ -157,7 +160,7 @@ async fn route(
         }
         "/api" => return Ok(json_response(200, &discovery::api_versions())),
         "/apis" => return Ok(json_response(200, &discovery::api_group_list())),
-        "/openapi/v3" => return Ok(json_response(200, &openapi::root())),
+        "/openapi/v3" => return Ok(json_response(200, openapi::root())),
         _ => {}
     }
     if trimmed == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" && *method == Method::POST {
@@ -169,7 +172,7 @@ async fn route(
     }
     if let Some(gv) = trimmed.strip_prefix("/openapi/v3/") {
         return openapi::group_version(gv)
-            .map(|d| json_response(200, &d))
+            .map(|d| json_response(200, d))
             .ok_or_else(|| ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     }
     let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
@@ -221,8 +224,13 @@ async fn route(
     let r = find(group, version, rest[0]).ok_or_else(not_found)?;
     let name = rest.get(1).map(|s| s.to_string());
     let sub = rest.get(2).copied();
-    let scale_ok = |s: &str| s == "scale" && scale::has_scale(r.kind);
-    if rest.len() > 3 || sub.is_some_and(|s| s != "status" && !scale_ok(s)) {
+    let sub_ok = |s: &str| match s {
+        "scale" => scale::has_scale(r.kind),
+        "status" => r.has_status_subresource(),
+        "finalize" => r.kind == "Namespace",
+        _ => false,
+    };
+    if rest.len() > 3 || sub.is_some_and(|s| !sub_ok(s)) {
         return Err(not_found());
     }
     // A namespaced resource addressed cluster-wide (list/watch across namespaces) has no namespace.
@@ -235,6 +243,7 @@ async fn route(
         r,
         namespace,
         table: accept.contains("as=Table"),
+        subresource: sub.filter(|s| *s != "scale"),
     };
     let is_watch = watch_path || q.get("watch").is_some_and(|w| w == "true" || w == "1");
     let is_protobuf = content_type.starts_with("application/vnd.kubernetes.protobuf");
@@ -259,8 +268,11 @@ async fn route(
         (Method::GET, None) => read::list(&ctx, q).await,
         (Method::POST, None) => write::create(&ctx, q, body, "Update").await,
         (Method::PUT, Some(n)) => write::update(&ctx, &n, q, body).await,
-        (Method::PATCH, Some(n)) => write::patch(&ctx, &n, q, content_type, body).await,
-        (Method::DELETE, Some(n)) => write::delete(&ctx, &n, q, body).await,
+        (Method::PATCH, Some(n)) if sub != Some("finalize") => write::patch(&ctx, &n, q, content_type, body).await,
+        (Method::DELETE, Some(n)) if sub.is_none() => delete::delete(&ctx, &n, q, body).await,
+        (Method::DELETE, None) if !r.namespaced || ctx.namespace.is_some() => {
+            delete::delete_collection(&ctx, q, body).await
+        }
         _ => Err(ApiError::new(
             405,
             "MethodNotAllowed",

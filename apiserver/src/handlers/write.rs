@@ -10,13 +10,11 @@ use serde_json::{json, Value};
 use super::patch::{self, PatchType};
 use super::{json_response, Ctx};
 use crate::error::{ApiError, ApiResult};
-use crate::registry::{find, RESOURCES};
+use crate::registry::find;
 use crate::storage::Write;
 use crate::watchcache::decode;
 
 const MODIFIED: &str = "the object has been modified; please apply your changes to the latest version and try again";
-/// Namespaces upstream refuses to delete.
-const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
 fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
@@ -78,19 +76,37 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    async fn namespace_exists(&self) -> ApiResult<()> {
+    /// Upstream's NamespaceLifecycle admission: the namespace must exist and not be terminating.
+    async fn namespace_accepts(&self, name: &str) -> ApiResult<()> {
         let Some(ns) = self.namespace.as_deref().filter(|_| self.r.namespaced) else {
             return Ok(());
         };
         let Some(nsr) = find("", "v1", "namespaces") else {
             return Ok(());
         };
-        if self.server.store.get(&nsr.key(None, ns)).await?.0.is_none() {
+        let (kv, _) = self.server.store.get(&nsr.key(None, ns)).await?;
+        let Some(kv) = kv else {
             return Err(ApiError::not_found(&crate::error::Target {
                 group: "",
                 resource: "namespaces",
                 name: ns,
             }));
+        };
+        let terminating =
+            decode(&kv.value, kv.mod_revision).is_some_and(|n| n.pointer("/metadata/deletionTimestamp").is_some());
+        if terminating {
+            let t = self.target(name);
+            return Err(ApiError::Status {
+                code: 403,
+                reason: "Forbidden",
+                message: format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    t.qualified()
+                ),
+                details: Some(json!({"name": name, "group": self.r.group, "kind": self.r.plural,
+                    "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"),
+                        "field": "metadata.namespace"}]})),
+            });
         }
         Ok(())
     }
@@ -113,7 +129,7 @@ impl ApiError {
     }
 }
 
-fn encode(obj: &Value) -> Vec<u8> {
+pub(crate) fn encode(obj: &Value) -> Vec<u8> {
     // resourceVersion is the key's mod_revision, never stored in the value.
     let mut o = obj.clone();
     if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -122,11 +138,42 @@ fn encode(obj: &Value) -> Vec<u8> {
     serde_json::to_vec(&o).unwrap_or_default()
 }
 
-fn with_rv(mut obj: Value, rev: i64) -> Value {
+pub(super) fn with_rv(mut obj: Value, rev: i64) -> Value {
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         m.insert("resourceVersion".into(), json!(rev.to_string()));
     }
     obj
+}
+
+/// `fieldValidation`: unknown or duplicate fields fail the request (Strict), come back as warnings (Warn,
+/// upstream's default) or are dropped silently (Ignore).
+fn field_validation(ctx: &Ctx<'_>, q: &HashMap<String, String>, errors: Vec<String>) -> ApiResult<Vec<String>> {
+    let mode = q.get("fieldValidation").map(String::as_str).unwrap_or("Warn");
+    if !["Strict", "Warn", "Ignore", ""].contains(&mode) {
+        return Err(ApiError::bad_request(format!(
+            "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {mode:?}"
+        )));
+    }
+    if errors.is_empty() || mode == "Ignore" {
+        return Ok(Vec::new());
+    }
+    if mode == "Strict" {
+        return Err(ApiError::bad_request(crate::openapi::strict_decoding_message(
+            ctx.r.kind,
+            ctx.r.version,
+            &errors,
+        )));
+    }
+    Ok(errors)
+}
+
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        if let Ok(v) = http::HeaderValue::from_str(&crate::openapi::warning_header(w)) {
+            resp.headers_mut().append("warning", v);
+        }
+    }
+    resp
 }
 
 fn dry_run(q: &HashMap<String, String>) -> bool {
@@ -136,6 +183,11 @@ fn dry_run(q: &HashMap<String, String>) -> bool {
 pub async fn create(ctx: &Ctx<'_>, q: &HashMap<String, String>, body: &[u8], op: &str) -> ApiResult<Response> {
     let mut obj = parse_body(body)?;
     ctx.check_type(&mut obj)?;
+    let warnings = field_validation(
+        ctx,
+        q,
+        crate::openapi::strict_field_errors(ctx.r.group, ctx.r.kind, body),
+    )?;
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         let named = m.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
         if !named {
@@ -164,13 +216,13 @@ pub async fn create(ctx: &Ctx<'_>, q: &HashMap<String, String>, body: &[u8], op:
     }
     ctx.r.validate(&obj)?;
     let name = meta_str(&obj, "name").unwrap_or_default().to_string();
-    ctx.namespace_exists().await?;
+    ctx.namespace_accepts(&name).await?;
     if dry_run(q) {
-        return Ok(json_response(201, &obj));
+        return Ok(with_warnings(json_response(201, &obj), &warnings));
     }
     let key = ctx.r.key(ctx.namespace.as_deref(), &name);
     match ctx.server.store.put_if(&key, encode(&obj), 0).await? {
-        Write::Done(rev) => Ok(json_response(201, &with_rv(obj, rev))),
+        Write::Done(rev) => Ok(with_warnings(json_response(201, &with_rv(obj, rev)), &warnings)),
         Write::Mismatch(_) => Err(ApiError::already_exists(&ctx.target(&name))),
     }
 }
@@ -241,21 +293,96 @@ fn allocate_service_addresses(ctx: &Ctx<'_>, obj: &mut Value) {
     }
 }
 
-/// Carries over what clients may not change and bumps generation when the spec changed.
-fn carry_over(ctx: &Ctx<'_>, old: &Value, new: &mut Value) {
+/// Carries over what clients may not change and bumps generation when the spec changed. On the main
+/// resource of a kind with a status subresource, status is kept as stored; on `/status` only status is
+/// taken from the request (upstream's status strategies). `/finalize` takes only `spec.finalizers`.
+fn carry_over(ctx: &Ctx<'_>, old: &Value, new: &mut Value) -> ApiResult<()> {
+    if let Some(sub @ ("status" | "finalize")) = ctx.subresource {
+        let mut merged = old.clone();
+        let (from, path) = if sub == "status" {
+            (new.get("status").cloned(), "status")
+        } else {
+            (new.pointer("/spec/finalizers").cloned(), "finalizers")
+        };
+        if let Some(o) = merged.as_object_mut() {
+            if path == "status" {
+                match from {
+                    Some(st) => o.insert("status".into(), st),
+                    None => o.remove("status"),
+                };
+            } else if let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("finalizers".into(), from.unwrap_or(json!([])));
+            }
+        }
+        // Keep the request's resourceVersion for the precondition check done by the caller.
+        if let (Some(rv), Some(m)) = (
+            new.pointer("/metadata/resourceVersion").cloned(),
+            merged.get_mut("metadata").and_then(Value::as_object_mut),
+        ) {
+            m.insert("resourceVersion".into(), rv);
+        }
+        *new = merged;
+        return Ok(());
+    }
+    if ctx.r.has_status_subresource() {
+        if let Some(o) = new.as_object_mut() {
+            match old.get("status") {
+                Some(st) => o.insert("status".into(), st.clone()),
+                None => o.remove("status"),
+            };
+        }
+    }
+    if old.pointer("/metadata/deletionTimestamp").is_some() {
+        let had: Vec<&Value> = old
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        let added: Vec<String> = new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter(|f| !had.contains(f))
+                    .filter_map(Value::as_str)
+                    .map(|f| format!("{f:?}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !added.is_empty() {
+            let name = meta_str(old, "name").unwrap_or_default();
+            return Err(ApiError::invalid(
+                ctx.r.kind,
+                ctx.r.group,
+                name,
+                vec![(
+                    "metadata.finalizers".into(),
+                    format!(
+                        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                        added.join(", ")
+                    ),
+                )],
+            ));
+        }
+    }
     let spec_changed = old.get("spec") != new.get("spec");
     let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) else {
-        return;
+        return Ok(());
     };
     // Go's omitempty drops empty maps: a label removed last leaves no `labels: {}` behind.
-    for f in ["labels", "annotations"] {
-        if m.get(f)
-            .is_some_and(|v| v.as_object().is_some_and(|o| o.is_empty()) || v.is_null())
-        {
+    for f in ["labels", "annotations", "finalizers"] {
+        if m.get(f).is_some_and(|v| {
+            v.as_object().is_some_and(|o| o.is_empty()) || v.as_array().is_some_and(|a| a.is_empty()) || v.is_null()
+        }) {
             m.remove(f);
         }
     }
-    for f in ["uid", "creationTimestamp", "deletionTimestamp"] {
+    for f in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
         match old.pointer(&format!("/metadata/{f}")) {
             Some(v) => {
                 m.insert(f.into(), v.clone());
@@ -274,6 +401,20 @@ fn carry_over(ctx: &Ctx<'_>, old: &Value, new: &mut Value) {
             m.insert("managedFields".into(), mf.clone());
         }
     }
+    Ok(())
+}
+
+/// Upstream's ShouldDeleteDuringUpdate: an object marked for deletion whose last finalizer is gone (and,
+/// for a namespace, whose spec finalizers are done) is deleted by that update.
+fn deletes_on_update(obj: &Value) -> bool {
+    let empty = |p: &str| obj.pointer(p).and_then(Value::as_array).is_none_or(|a| a.is_empty());
+    obj.pointer("/metadata/deletionTimestamp").is_some()
+        && empty("/metadata/finalizers")
+        && empty("/spec/finalizers")
+        && obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_none_or(|g| g == 0)
 }
 
 /// Writes `new` over the stored object at revision `expected`.
@@ -282,7 +423,12 @@ async fn store_update(ctx: &Ctx<'_>, name: &str, expected: i64, new: Value, dry:
     if dry {
         return Ok(with_rv(new, expected));
     }
-    match ctx.server.store.put_if(&key, encode(&new), expected).await? {
+    let res = if deletes_on_update(&new) {
+        ctx.server.store.delete_if(&key, expected).await?
+    } else {
+        ctx.server.store.put_if(&key, encode(&new), expected).await?
+    };
+    match res {
         Write::Done(rev) => Ok(with_rv(new, rev)),
         Write::Mismatch(None) => Err(ApiError::not_found(&ctx.target(name))),
         Write::Mismatch(Some(_)) => Err(ApiError::conflict(&ctx.target(name), MODIFIED)),
@@ -292,6 +438,11 @@ async fn store_update(ctx: &Ctx<'_>, name: &str, expected: i64, new: Value, dry:
 pub async fn update(ctx: &Ctx<'_>, name: &str, q: &HashMap<String, String>, body: &[u8]) -> ApiResult<Response> {
     let mut obj = parse_body(body)?;
     ctx.check_type(&mut obj)?;
+    let warnings = field_validation(
+        ctx,
+        q,
+        crate::openapi::strict_field_errors(ctx.r.group, ctx.r.kind, body),
+    )?;
     if meta_str(&obj, "name") != Some(name) {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({}) does not match the name on the URL ({name})",
@@ -314,11 +465,11 @@ pub async fn update(ctx: &Ctx<'_>, name: &str, q: &HashMap<String, String>, body
         }
         None => kv.mod_revision,
     };
-    carry_over(ctx, &old, &mut obj);
+    carry_over(ctx, &old, &mut obj)?;
     ctx.r.default_object(&mut obj);
     ctx.r.validate(&obj)?;
     let out = store_update(ctx, name, expected, obj, dry_run(q)).await?;
-    Ok(json_response(200, &out))
+    Ok(with_warnings(json_response(200, &out), &warnings))
 }
 
 pub async fn patch(
@@ -356,6 +507,11 @@ pub async fn patch(
         let old = decode(&kv.value, kv.mod_revision).ok_or_else(|| ApiError::internal("undecodable stored object"))?;
         let mut new = patch::apply(&kind, &old, body)?;
         ctx.check_type(&mut new)?;
+        let warnings = field_validation(
+            ctx,
+            q,
+            crate::openapi::unknown_fields(ctx.r.group, ctx.r.kind, &new),
+        )?;
         let pinned = meta_str(&new, "resourceVersion").map(str::to_string);
         if pinned.as_deref().is_some_and(|rv| rv != kv.mod_revision.to_string()) {
             return Err(ApiError::conflict(&ctx.target(name), MODIFIED));
@@ -363,61 +519,13 @@ pub async fn patch(
         if meta_str(&new, "name") != Some(name) {
             return Err(ApiError::bad_request("metadata.name may not be changed by a patch"));
         }
-        carry_over(ctx, &old, &mut new);
+        carry_over(ctx, &old, &mut new)?;
         ctx.r.default_object(&mut new);
         ctx.r.validate(&new)?;
         match store_update(ctx, name, kv.mod_revision, new, dry_run(q)).await {
             Err(ApiError::Status { code: 409, .. }) if pinned.is_none() => continue,
-            r => return r.map(|o| json_response(200, &o)),
+            r => return r.map(|o| with_warnings(json_response(200, &o), &warnings)),
         }
     }
     Err(ApiError::conflict(&ctx.target(name), MODIFIED))
-}
-
-pub async fn delete(ctx: &Ctx<'_>, name: &str, q: &HashMap<String, String>, body: &[u8]) -> ApiResult<Response> {
-    let opts: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
-    };
-    if ctx.r.kind == "Namespace" && PROTECTED_NAMESPACES.contains(&name) {
-        return Err(ApiError::new(
-            403,
-            "Forbidden",
-            format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
-        ));
-    }
-    let key = ctx.r.key(ctx.namespace.as_deref(), name);
-    let (kv, _) = ctx.server.store.get(&key).await?;
-    let kv = kv.ok_or_else(|| ApiError::not_found(&ctx.target(name)))?;
-    let obj = decode(&kv.value, kv.mod_revision).ok_or_else(|| ApiError::internal("undecodable stored object"))?;
-    if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
-        if meta_str(&obj, "uid") != Some(uid) {
-            return Err(ApiError::conflict(
-                &ctx.target(name),
-                "Precondition failed: UID in precondition does not match the UID in record",
-            ));
-        }
-    }
-    let expected = match opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
-        Some(rv) if rv != kv.mod_revision.to_string() => {
-            return Err(ApiError::conflict(&ctx.target(name), MODIFIED));
-        }
-        _ => kv.mod_revision,
-    };
-    if dry_run(q) {
-        return Ok(json_response(200, &obj));
-    }
-    match ctx.server.store.delete_if(&key, expected).await? {
-        Write::Done(_) => {}
-        Write::Mismatch(None) => return Err(ApiError::not_found(&ctx.target(name))),
-        Write::Mismatch(Some(_)) => return Err(ApiError::conflict(&ctx.target(name), MODIFIED)),
-    }
-    if ctx.r.kind == "Namespace" {
-        // No namespace controller yet: the namespace's contents go with it, at once.
-        for r in RESOURCES.iter().filter(|r| r.namespaced) {
-            ctx.server.store.delete_prefix(&r.prefix(Some(name))).await?;
-        }
-    }
-    Ok(json_response(200, &obj))
 }

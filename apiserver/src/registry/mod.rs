@@ -239,7 +239,43 @@ impl Resource {
 
     /// Verbs advertised in discovery.
     pub fn verbs(&self) -> Vec<&'static str> {
-        vec!["create", "delete", "get", "list", "patch", "update", "watch"]
+        vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
+    }
+
+    /// Kinds whose status is written only through `/status` (and kept as stored on the main resource).
+    pub fn has_status_subresource(&self) -> bool {
+        matches!(
+            self.kind,
+            "Namespace"
+                | "Pod"
+                | "Node"
+                | "Service"
+                | "PersistentVolume"
+                | "PersistentVolumeClaim"
+                | "ResourceQuota"
+                | "Deployment"
+                | "ReplicaSet"
+                | "DaemonSet"
+                | "StatefulSet"
+                | "Job"
+                | "CronJob"
+                | "PodDisruptionBudget"
+                | "CustomResourceDefinition"
+        )
+    }
+
+    /// Upstream's registries that answer a finished DELETE with the object rather than a Status.
+    pub fn returns_deleted_object(&self) -> bool {
+        matches!(self.kind, "Pod" | "Service" | "Namespace")
     }
 
     /// Fills the defaults upstream's defaulters set for the fields clients read back.
