@@ -262,7 +262,8 @@ fn kubectl_explain_and_strict_validation() {
     );
     assert!(o.ok, "{}", o.stderr);
     assert!(
-        o.stderr.contains("Warning: unknown field \"spec.containers[0].imagee\""),
+        o.stderr
+            .contains("Warning: unknown field \"spec.containers[0].imagee\""),
         "{}",
         o.stderr
     );
@@ -275,7 +276,14 @@ fn kubectl_explain_and_strict_validation() {
     // A patch that adds an unknown field is refused under Strict too.
     let o = s.run(
         &kubectl,
-        &["patch", "pod", "warned", "--type=merge", "-p", r#"{"spec":{"bogus":1}}"#],
+        &[
+            "patch",
+            "pod",
+            "warned",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"bogus":1}}"#,
+        ],
         None,
     );
     assert!(!o.ok || o.stderr.contains("Warning"), "{}{}", o.stdout, o.stderr);

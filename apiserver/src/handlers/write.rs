@@ -507,11 +507,7 @@ pub async fn patch(
         let old = decode(&kv.value, kv.mod_revision).ok_or_else(|| ApiError::internal("undecodable stored object"))?;
         let mut new = patch::apply(&kind, &old, body)?;
         ctx.check_type(&mut new)?;
-        let warnings = field_validation(
-            ctx,
-            q,
-            crate::openapi::unknown_fields(ctx.r.group, ctx.r.kind, &new),
-        )?;
+        let warnings = field_validation(ctx, q, crate::openapi::unknown_fields(ctx.r.group, ctx.r.kind, &new))?;
         let pinned = meta_str(&new, "resourceVersion").map(str::to_string);
         if pinned.as_deref().is_some_and(|rv| rv != kv.mod_revision.to_string()) {
             return Err(ApiError::conflict(&ctx.target(name), MODIFIED));
