@@ -233,6 +233,19 @@ async fn run_test_inner(spec: &TestSpec) -> Result<(Validity, usize), RunError> 
         warn!("cleaning up earlier runs: {e}");
     }
     let kinds = nemesis::parse_nemeses(&spec.nemesis).map_err(|e| RunError::Setup(e.to_string()))?;
+    // Faults end early enough that the workload runs on the healed cluster for a while: that is where
+    // availability after the heal is judged.
+    let fault_window = Duration::from_secs(spec.time_limit)
+        .saturating_sub(Duration::from_secs(8))
+        .max(Duration::from_secs(5));
+    let plan = nemesis::plan(&kinds, spec.nodes, fault_window, spec.seed);
+    if plan.steps.is_empty() && kinds.iter().any(|k| *k != NemesisKind::None) {
+        // A run that asked for faults and got none would report "valid" having tested nothing.
+        return Err(RunError::Setup(format!(
+            "--time-limit {}s leaves no room for a fault (needs at least 15 s)",
+            spec.time_limit
+        )));
+    }
     let (kind, extra) = db_kind(spec, &kinds)?;
     let topology = Topology::create(spec.nodes).map_err(|e| RunError::Setup(e.to_string()))?;
     let on_signal = net::cleanup_on_signal(topology.run_id()).ok();
@@ -260,12 +273,6 @@ async fn run_test_inner(spec: &TestSpec) -> Result<(Validity, usize), RunError> 
     let label = format!("{} {} {}", spec.workload.name(), spec.nemesis, spec.seed);
     let bar = progress(recorder.clone(), label, time_limit);
     let mut running = workload::start(spec.workload, ctx.clone());
-    // Faults end early enough that the workload runs on the healed cluster for a while: that is where
-    // availability after the heal is judged.
-    let fault_window = time_limit
-        .saturating_sub(Duration::from_secs(8))
-        .max(Duration::from_secs(5));
-    let plan = nemesis::plan(&kinds, spec.nodes, fault_window, spec.seed);
     let nem = nemesis::Nemesis::new(spec.seed, NemesisOptions::default());
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // The nemesis runs its plan (over by the time limit), then heals; the generators stop at the deadline.

@@ -81,6 +81,16 @@ pub fn plan_with(kinds: &[NemesisKind], nodes: usize, time_limit: Duration, seed
         });
         t += duration + opts.gap;
     }
+    // A short run still gets one fault, shortened to fit, rather than silently none.
+    let room = time_limit.saturating_sub(opts.initial_quiet);
+    if steps.is_empty() && !kinds.is_empty() && room >= Duration::from_secs(2) {
+        let kind = kinds[rng.random_range(0..kinds.len())];
+        steps.push(Step {
+            at: opts.initial_quiet,
+            duration: room.min(opts.max_fault),
+            fault: fault(kind, nodes, &mut rng),
+        });
+    }
     let heal_at = steps.last().map_or(Duration::ZERO, |s| s.at + s.duration);
     Plan { seed, steps, heal_at }
 }
@@ -174,6 +184,17 @@ fn partition(n: usize, rng: &mut StdRng) -> PartitionScheme {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_run_still_gets_a_fault() {
+        let p = plan(&[NemesisKind::Kill], 3, Duration::from_secs(12), 1);
+        assert_eq!(p.steps.len(), 1);
+        let s = &p.steps[0];
+        assert!(s.at + s.duration <= Duration::from_secs(12), "{s:?}");
+        assert!(plan(&[NemesisKind::Kill], 3, Duration::from_secs(6), 1)
+            .steps
+            .is_empty());
+    }
 
     #[test]
     fn plans_are_deterministic_and_fit_the_time_limit() {
