@@ -49,8 +49,15 @@ fn resource_discovery(r: &Resource) -> Value {
     v
 }
 
+/// A group's resources in upstream's order: alphabetical by plural (kubectl expands `all` in this order).
+fn sorted(group: &str) -> Vec<&'static Resource> {
+    let mut rs: Vec<&'static Resource> = in_group(group).collect();
+    rs.sort_by_key(|r| r.plural);
+    rs
+}
+
 fn group_discovery(group: &str) -> Value {
-    let resources: Vec<Value> = in_group(group).map(resource_discovery).collect();
+    let resources: Vec<Value> = sorted(group).into_iter().map(resource_discovery).collect();
     json!({
         "metadata": {"name": group, "creationTimestamp": null},
         "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}],
@@ -92,7 +99,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
         return None;
     }
     let mut resources = Vec::new();
-    for r in in_group(group) {
+    for r in sorted(group) {
         let mut e = json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
             "kind": r.kind, "verbs": r.verbs(),

@@ -1,6 +1,7 @@
 //! `application/vnd.kubernetes.protobuf` request bodies: the `k8s\0` + runtime.Unknown envelope and the
 //! message subset client-go's typed clients send for `kubectl create` of namespaces, configmaps, secrets,
-//! serviceaccounts, services and deployments (field numbers from upstream's `generated.proto`). Decoded
+//! serviceaccounts, services, deployments, jobs, cronjobs, roles, clusterroles, (cluster)rolebindings,
+//! resourcequotas and poddisruptionbudgets (field numbers from upstream's `generated.proto`). Decoded
 //! bodies are turned into JSON and take the JSON path from there. Kinds not covered get 415.
 
 use std::collections::BTreeMap;
@@ -82,6 +83,18 @@ struct Namespace {
 struct LabelSelector {
     #[prost(btree_map = "string, string", tag = "1")]
     match_labels: BTreeMap<String, String>,
+    #[prost(message, repeated, tag = "2")]
+    match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct LabelSelectorRequirement {
+    #[prost(string, optional, tag = "1")]
+    key: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    operator: Option<String>,
+    #[prost(string, repeated, tag = "3")]
+    values: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -200,6 +213,371 @@ struct Service {
     metadata: Option<ObjectMeta>,
     #[prost(message, optional, tag = "2")]
     spec: Option<ServiceSpec>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct JobSpec {
+    #[prost(int32, optional, tag = "1")]
+    parallelism: Option<i32>,
+    #[prost(int32, optional, tag = "2")]
+    completions: Option<i32>,
+    #[prost(int64, optional, tag = "3")]
+    active_deadline_seconds: Option<i64>,
+    #[prost(message, optional, tag = "4")]
+    selector: Option<LabelSelector>,
+    #[prost(bool, optional, tag = "5")]
+    manual_selector: Option<bool>,
+    #[prost(message, optional, tag = "6")]
+    template: Option<PodTemplateSpec>,
+    #[prost(int32, optional, tag = "7")]
+    backoff_limit: Option<i32>,
+    #[prost(int32, optional, tag = "8")]
+    ttl_seconds_after_finished: Option<i32>,
+    #[prost(string, optional, tag = "9")]
+    completion_mode: Option<String>,
+    #[prost(bool, optional, tag = "10")]
+    suspend: Option<bool>,
+}
+
+/// Job (1 metadata, 2 spec) and JobTemplateSpec (the same two fields).
+#[derive(Clone, PartialEq, Message)]
+struct Job {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    spec: Option<JobSpec>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct CronJobSpec {
+    #[prost(string, optional, tag = "1")]
+    schedule: Option<String>,
+    #[prost(int64, optional, tag = "2")]
+    starting_deadline_seconds: Option<i64>,
+    #[prost(string, optional, tag = "3")]
+    concurrency_policy: Option<String>,
+    #[prost(bool, optional, tag = "4")]
+    suspend: Option<bool>,
+    #[prost(message, optional, tag = "5")]
+    job_template: Option<Job>,
+    #[prost(int32, optional, tag = "6")]
+    successful_jobs_history_limit: Option<i32>,
+    #[prost(int32, optional, tag = "7")]
+    failed_jobs_history_limit: Option<i32>,
+    #[prost(string, optional, tag = "8")]
+    time_zone: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct CronJob {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    spec: Option<CronJobSpec>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PolicyRule {
+    #[prost(string, repeated, tag = "1")]
+    verbs: Vec<String>,
+    #[prost(string, repeated, tag = "2")]
+    api_groups: Vec<String>,
+    #[prost(string, repeated, tag = "3")]
+    resources: Vec<String>,
+    #[prost(string, repeated, tag = "4")]
+    resource_names: Vec<String>,
+    #[prost(string, repeated, tag = "5")]
+    non_resource_urls: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct AggregationRule {
+    #[prost(message, repeated, tag = "1")]
+    cluster_role_selectors: Vec<LabelSelector>,
+}
+
+/// Role and ClusterRole (a Role never sends field 3).
+#[derive(Clone, PartialEq, Message)]
+struct Role {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, repeated, tag = "2")]
+    rules: Vec<PolicyRule>,
+    #[prost(message, optional, tag = "3")]
+    aggregation_rule: Option<AggregationRule>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Subject {
+    #[prost(string, optional, tag = "1")]
+    kind: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    api_group: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    name: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    namespace: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct RoleRef {
+    #[prost(string, optional, tag = "1")]
+    api_group: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    kind: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    name: Option<String>,
+}
+
+/// RoleBinding and ClusterRoleBinding.
+#[derive(Clone, PartialEq, Message)]
+struct RoleBinding {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, repeated, tag = "2")]
+    subjects: Vec<Subject>,
+    #[prost(message, optional, tag = "3")]
+    role_ref: Option<RoleRef>,
+}
+
+/// resource.Quantity travels as its string form.
+#[derive(Clone, PartialEq, Message)]
+struct Quantity {
+    #[prost(string, optional, tag = "1")]
+    string: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ScopedResourceSelectorRequirement {
+    #[prost(string, optional, tag = "1")]
+    scope_name: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    operator: Option<String>,
+    #[prost(string, repeated, tag = "3")]
+    values: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ScopeSelector {
+    #[prost(message, repeated, tag = "1")]
+    match_expressions: Vec<ScopedResourceSelectorRequirement>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ResourceQuotaSpec {
+    #[prost(btree_map = "string, message", tag = "1")]
+    hard: BTreeMap<String, Quantity>,
+    #[prost(string, repeated, tag = "2")]
+    scopes: Vec<String>,
+    #[prost(message, optional, tag = "3")]
+    scope_selector: Option<ScopeSelector>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct ResourceQuota {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    spec: Option<ResourceQuotaSpec>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PodDisruptionBudgetSpec {
+    #[prost(message, optional, tag = "1")]
+    min_available: Option<IntOrString>,
+    #[prost(message, optional, tag = "2")]
+    selector: Option<LabelSelector>,
+    #[prost(message, optional, tag = "3")]
+    max_unavailable: Option<IntOrString>,
+    #[prost(string, optional, tag = "4")]
+    unhealthy_pod_eviction_policy: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PodDisruptionBudget {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    spec: Option<PodDisruptionBudgetSpec>,
+}
+
+fn selector(sel: LabelSelector) -> Value {
+    let mut o = Map::new();
+    put(&mut o, "matchLabels", string_map(&sel.match_labels));
+    if !sel.match_expressions.is_empty() {
+        let exprs: Vec<Value> = sel
+            .match_expressions
+            .into_iter()
+            .map(|e| {
+                let mut m = Map::new();
+                put(&mut m, "key", e.key);
+                put(&mut m, "operator", e.operator);
+                if !e.values.is_empty() {
+                    m.insert("values".into(), json!(e.values));
+                }
+                Value::Object(m)
+            })
+            .collect();
+        o.insert("matchExpressions".into(), Value::Array(exprs));
+    }
+    Value::Object(o)
+}
+
+/// IntOrString: type 0 = int, 1 = string. Present means set (the Go fields are pointers here).
+fn int_or_string(v: IntOrString) -> Value {
+    if v.r#type == Some(1) {
+        json!(v.str_val.unwrap_or_default())
+    } else {
+        json!(v.int_val.unwrap_or_default())
+    }
+}
+
+fn pod_template(t: PodTemplateSpec) -> Value {
+    let pod = t.spec.unwrap_or_default();
+    let mut ps = Map::new();
+    ps.insert("containers".into(), pod.containers.into_iter().map(container).collect());
+    put(&mut ps, "restartPolicy", pod.restart_policy);
+    json!({"metadata": meta(t.metadata), "spec": ps})
+}
+
+fn job_spec(spec: JobSpec) -> Value {
+    let mut s = Map::new();
+    put(&mut s, "parallelism", spec.parallelism);
+    put(&mut s, "completions", spec.completions);
+    put(&mut s, "activeDeadlineSeconds", spec.active_deadline_seconds);
+    if let Some(sel) = spec.selector {
+        s.insert("selector".into(), selector(sel));
+    }
+    put(&mut s, "manualSelector", spec.manual_selector);
+    s.insert("template".into(), pod_template(spec.template.unwrap_or_default()));
+    put(&mut s, "backoffLimit", spec.backoff_limit);
+    put(&mut s, "ttlSecondsAfterFinished", spec.ttl_seconds_after_finished);
+    put(&mut s, "completionMode", spec.completion_mode);
+    put(&mut s, "suspend", spec.suspend);
+    Value::Object(s)
+}
+
+fn job(j: Job) -> Value {
+    json!({"metadata": meta(j.metadata), "spec": job_spec(j.spec.unwrap_or_default())})
+}
+
+fn cron_job(c: CronJob) -> Value {
+    let spec = c.spec.unwrap_or_default();
+    let mut s = Map::new();
+    put(&mut s, "schedule", spec.schedule);
+    put(&mut s, "timeZone", spec.time_zone);
+    put(&mut s, "startingDeadlineSeconds", spec.starting_deadline_seconds);
+    put(&mut s, "concurrencyPolicy", spec.concurrency_policy);
+    put(&mut s, "suspend", spec.suspend);
+    s.insert("jobTemplate".into(), job(spec.job_template.unwrap_or_default()));
+    put(&mut s, "successfulJobsHistoryLimit", spec.successful_jobs_history_limit);
+    put(&mut s, "failedJobsHistoryLimit", spec.failed_jobs_history_limit);
+    json!({"metadata": meta(c.metadata), "spec": s})
+}
+
+fn strings(o: &mut Map<String, Value>, k: &str, v: Vec<String>) {
+    if !v.is_empty() {
+        o.insert(k.into(), json!(v));
+    }
+}
+
+fn role(r: Role) -> Value {
+    let rules: Vec<Value> = r
+        .rules
+        .into_iter()
+        .map(|p| {
+            let mut o = Map::new();
+            strings(&mut o, "verbs", p.verbs);
+            strings(&mut o, "apiGroups", p.api_groups);
+            strings(&mut o, "resources", p.resources);
+            strings(&mut o, "resourceNames", p.resource_names);
+            strings(&mut o, "nonResourceURLs", p.non_resource_urls);
+            Value::Object(o)
+        })
+        .collect();
+    let mut o = Map::new();
+    o.insert("metadata".into(), meta(r.metadata));
+    if !rules.is_empty() {
+        o.insert("rules".into(), Value::Array(rules));
+    }
+    if let Some(a) = r.aggregation_rule {
+        let sels: Vec<Value> = a.cluster_role_selectors.into_iter().map(selector).collect();
+        o.insert("aggregationRule".into(), json!({"clusterRoleSelectors": sels}));
+    }
+    Value::Object(o)
+}
+
+fn role_binding(b: RoleBinding) -> Value {
+    let subjects: Vec<Value> = b
+        .subjects
+        .into_iter()
+        .map(|s| {
+            let mut o = Map::new();
+            put(&mut o, "kind", s.kind);
+            // apiGroup is "" for service accounts and kept as sent.
+            o.insert("apiGroup".into(), json!(s.api_group.unwrap_or_default()));
+            put(&mut o, "name", s.name);
+            put(&mut o, "namespace", s.namespace);
+            Value::Object(o)
+        })
+        .collect();
+    let mut o = Map::new();
+    o.insert("metadata".into(), meta(b.metadata));
+    if !subjects.is_empty() {
+        o.insert("subjects".into(), Value::Array(subjects));
+    }
+    let rr = b.role_ref.unwrap_or_default();
+    let mut r = Map::new();
+    put(&mut r, "apiGroup", rr.api_group);
+    put(&mut r, "kind", rr.kind);
+    put(&mut r, "name", rr.name);
+    o.insert("roleRef".into(), Value::Object(r));
+    Value::Object(o)
+}
+
+fn resource_quota(q: ResourceQuota) -> Value {
+    let spec = q.spec.unwrap_or_default();
+    let mut s = Map::new();
+    if !spec.hard.is_empty() {
+        let hard: Map<String, Value> = spec
+            .hard
+            .into_iter()
+            .map(|(k, v)| (k, json!(v.string.unwrap_or_default())))
+            .collect();
+        s.insert("hard".into(), Value::Object(hard));
+    }
+    strings(&mut s, "scopes", spec.scopes);
+    if let Some(sel) = spec.scope_selector {
+        let exprs: Vec<Value> = sel
+            .match_expressions
+            .into_iter()
+            .map(|e| {
+                let mut m = Map::new();
+                put(&mut m, "scopeName", e.scope_name);
+                put(&mut m, "operator", e.operator);
+                strings(&mut m, "values", e.values);
+                Value::Object(m)
+            })
+            .collect();
+        s.insert("scopeSelector".into(), json!({"matchExpressions": exprs}));
+    }
+    json!({"metadata": meta(q.metadata), "spec": s})
+}
+
+fn pdb(p: PodDisruptionBudget) -> Value {
+    let spec = p.spec.unwrap_or_default();
+    let mut s = Map::new();
+    if let Some(v) = spec.min_available {
+        s.insert("minAvailable".into(), int_or_string(v));
+    }
+    if let Some(sel) = spec.selector {
+        s.insert("selector".into(), selector(sel));
+    }
+    if let Some(v) = spec.max_unavailable {
+        s.insert("maxUnavailable".into(), int_or_string(v));
+    }
+    put(&mut s, "unhealthyPodEvictionPolicy", spec.unhealthy_pod_eviction_policy);
+    json!({"metadata": meta(p.metadata), "spec": s})
 }
 
 fn service(svc: Service) -> Value {
@@ -350,22 +728,20 @@ pub fn to_json(r: &Resource, body: &[u8]) -> ApiResult<Vec<u8>> {
         "Deployment" => {
             let d = Deployment::decode(raw).map_err(decode_err)?;
             let spec = d.spec.unwrap_or_default();
-            let template = spec.template.unwrap_or_default();
-            let pod = template.spec.unwrap_or_default();
-            let mut ps = Map::new();
-            ps.insert("containers".into(), pod.containers.into_iter().map(container).collect());
-            put(&mut ps, "restartPolicy", pod.restart_policy);
             let mut s = Map::new();
             put(&mut s, "replicas", spec.replicas);
             if let Some(sel) = spec.selector {
-                s.insert("selector".into(), json!({"matchLabels": sel.match_labels}));
+                s.insert("selector".into(), selector(sel));
             }
-            s.insert(
-                "template".into(),
-                json!({"metadata": meta(template.metadata), "spec": ps}),
-            );
+            s.insert("template".into(), pod_template(spec.template.unwrap_or_default()));
             json!({"metadata": meta(d.metadata), "spec": s})
         }
+        "Job" => job(Job::decode(raw).map_err(decode_err)?),
+        "CronJob" => cron_job(CronJob::decode(raw).map_err(decode_err)?),
+        "Role" | "ClusterRole" => role(Role::decode(raw).map_err(decode_err)?),
+        "RoleBinding" | "ClusterRoleBinding" => role_binding(RoleBinding::decode(raw).map_err(decode_err)?),
+        "ResourceQuota" => resource_quota(ResourceQuota::decode(raw).map_err(decode_err)?),
+        "PodDisruptionBudget" => pdb(PodDisruptionBudget::decode(raw).map_err(decode_err)?),
         other => {
             return Err(ApiError::new(
                 415,

@@ -467,7 +467,7 @@ pub async fn update(ctx: &Ctx<'_>, name: &str, q: &HashMap<String, String>, body
     };
     carry_over(ctx, &old, &mut obj)?;
     ctx.r.default_object(&mut obj);
-    ctx.r.validate(&obj)?;
+    ctx.r.validate_update(&old, &obj)?;
     let out = store_update(ctx, name, expected, obj, dry_run(q)).await?;
     Ok(with_warnings(json_response(200, &out), &warnings))
 }
@@ -517,7 +517,7 @@ pub async fn patch(
         }
         carry_over(ctx, &old, &mut new)?;
         ctx.r.default_object(&mut new);
-        ctx.r.validate(&new)?;
+        ctx.r.validate_update(&old, &new)?;
         match store_update(ctx, name, kv.mod_revision, new, dry_run(q)).await {
             Err(ApiError::Status { code: 409, .. }) if pinned.is_none() => continue,
             r => return r.map(|o| with_warnings(json_response(200, &o), &warnings)),

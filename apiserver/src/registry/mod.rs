@@ -1,6 +1,8 @@
 //! Per-resource strategy: where a resource lives in the store, its discovery facts, defaulting, validation
 //! and generation rules. Table columns are in `table.rs`.
 
+mod cells;
+mod kinds;
 pub mod table;
 
 use serde_json::{json, Map, Value};
@@ -25,6 +27,17 @@ pub enum Printer {
     ServiceAccount,
     Event,
     Lease,
+    Endpoints,
+    EndpointSlice,
+    CronJob,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    ResourceQuota,
+    PodDisruptionBudget,
+    ControllerRevision,
+    /// Name and Created At: limit ranges, roles and cluster roles.
+    CreatedAt,
+    RoleBinding,
 }
 
 #[derive(Debug)]
@@ -141,6 +154,66 @@ pub static RESOURCES: &[Resource] = &[
         false
     ),
     res!(
+        "",
+        "Endpoints",
+        "endpoints",
+        "endpoints",
+        true,
+        &["ep"],
+        NONE,
+        "services/endpoints",
+        Endpoints,
+        false
+    ),
+    res!(
+        "",
+        "LimitRange",
+        "limitranges",
+        "limitrange",
+        true,
+        &["limits"],
+        NONE,
+        "limitranges",
+        CreatedAt,
+        false
+    ),
+    res!(
+        "",
+        "ResourceQuota",
+        "resourcequotas",
+        "resourcequota",
+        true,
+        &["quota"],
+        NONE,
+        "resourcequotas",
+        ResourceQuota,
+        false
+    ),
+    res!(
+        "",
+        "PersistentVolume",
+        "persistentvolumes",
+        "persistentvolume",
+        false,
+        &["pv"],
+        NONE,
+        "persistentvolumes",
+        PersistentVolume,
+        false
+    ),
+    res!(
+        "",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        true,
+        &["pvc"],
+        NONE,
+        "persistentvolumeclaims",
+        PersistentVolumeClaim,
+        false
+    ),
+    res!(
         "apps",
         "Deployment",
         "deployments",
@@ -188,7 +261,80 @@ pub static RESOURCES: &[Resource] = &[
         StatefulSet,
         true
     ),
+    res!(
+        "apps",
+        "ControllerRevision",
+        "controllerrevisions",
+        "controllerrevision",
+        true,
+        NONE,
+        NONE,
+        "controllerrevisions",
+        ControllerRevision,
+        false
+    ),
     res!("batch", "Job", "jobs", "job", true, NONE, ALL, "jobs", Job, true),
+    res!(
+        "batch",
+        "CronJob",
+        "cronjobs",
+        "cronjob",
+        true,
+        &["cj"],
+        ALL,
+        "cronjobs",
+        CronJob,
+        true
+    ),
+    res!(
+        "policy",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        true,
+        &["pdb"],
+        NONE,
+        "poddisruptionbudgets",
+        PodDisruptionBudget,
+        true
+    ),
+    res!(
+        RBAC,
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
+        NONE,
+        NONE,
+        "clusterrolebindings",
+        RoleBinding,
+        false
+    ),
+    res!(
+        RBAC,
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        false,
+        NONE,
+        NONE,
+        "clusterroles",
+        CreatedAt,
+        false
+    ),
+    res!(
+        RBAC,
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        true,
+        NONE,
+        NONE,
+        "rolebindings",
+        RoleBinding,
+        false
+    ),
+    res!(RBAC, "Role", "roles", "role", true, NONE, NONE, "roles", CreatedAt, false),
     res!(
         "coordination.k8s.io",
         "Lease",
@@ -201,10 +347,33 @@ pub static RESOURCES: &[Resource] = &[
         Lease,
         false
     ),
+    res!(
+        "discovery.k8s.io",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        true,
+        NONE,
+        NONE,
+        "endpointslices",
+        EndpointSlice,
+        false
+    ),
 ];
 
-/// Groups in discovery order.
-pub const GROUPS: &[&str] = &["", "apps", "batch", "coordination.k8s.io"];
+const RBAC: &str = "rbac.authorization.k8s.io";
+
+/// Groups in discovery order: kube-apiserver sorts `/apis` by its group priority (apps 17800, batch 17400,
+/// policy 17100, rbac 17000, coordination 16500, discovery 16200).
+pub const GROUPS: &[&str] = &[
+    "",
+    "apps",
+    "batch",
+    "policy",
+    RBAC,
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+];
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES
@@ -315,6 +484,16 @@ impl Resource {
             "Secret" => {
                 o.entry("type").or_insert_with(|| json!("Opaque"));
             }
+            "CronJob"
+            | "PersistentVolume"
+            | "PersistentVolumeClaim"
+            | "ResourceQuota"
+            | "PodDisruptionBudget"
+            | "Endpoints"
+            | "EndpointSlice"
+            | "LimitRange"
+            | "RoleBinding"
+            | "ClusterRoleBinding" => kinds::default_object(self.kind, o),
             "Service" => {
                 let spec = entry_obj(o, "spec");
                 spec.entry("type").or_insert_with(|| json!("ClusterIP"));
@@ -333,7 +512,7 @@ impl Resource {
         }
     }
 
-    /// Upstream's name rules: DNS-1123 labels for namespaces (and services), subdomains for the rest.
+    /// Upstream's create validation: the name rules of the kind and the required fields clients get 422 for.
     pub fn validate(&self, obj: &Value) -> Result<(), ApiError> {
         let name = obj
             .pointer("/metadata/name")
@@ -346,8 +525,7 @@ impl Resource {
                 "Required value: name or generateName is required".to_string(),
             ));
         } else {
-            let label_only = matches!(self.kind, "Namespace" | "Service");
-            if let Some(why) = dns1123(name, label_only) {
+            for why in self.name_errors(name) {
                 causes.push(("metadata.name".to_string(), format!("Invalid value: \"{name}\": {why}")));
             }
         }
@@ -362,15 +540,43 @@ impl Resource {
         if workload && obj.pointer("/spec/selector").is_none() {
             causes.push(("spec.selector".to_string(), "Required value".to_string()));
         }
+        kinds::validate(self.kind, obj, &mut causes);
         if causes.is_empty() {
             Ok(())
         } else {
-            Err(ApiError::invalid(self.kind, self.group, name, causes))
+            Err(kinds::invalid(self, name, causes))
+        }
+    }
+
+    /// Validation of an update against the stored object: `validate` plus the fields upstream keeps
+    /// immutable. The write handlers call this where they have the old object.
+    pub fn validate_update(&self, old: &Value, new: &Value) -> Result<(), ApiError> {
+        self.validate(new)?;
+        let name = new
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut causes = Vec::new();
+        kinds::validate_update(self.kind, old, new, &mut causes);
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(kinds::invalid(self, name, causes))
+        }
+    }
+
+    /// Why `name` is not a valid name for this kind (upstream's per-kind name validators).
+    fn name_errors(&self, name: &str) -> Vec<String> {
+        match self.kind {
+            // RBAC objects only need to be a valid path segment ("system:controller:x" is a fine name).
+            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => kinds::path_segment_errors(name),
+            "Namespace" | "Service" => dns1123(name, true).into_iter().collect(),
+            _ => dns1123(name, false).into_iter().collect(),
         }
     }
 }
 
-fn entry_obj<'a>(o: &'a mut Map<String, Value>, k: &str) -> &'a mut Map<String, Value> {
+pub(crate) fn entry_obj<'a>(o: &'a mut Map<String, Value>, k: &str) -> &'a mut Map<String, Value> {
     let v = o.entry(k).or_insert_with(|| json!({}));
     if !v.is_object() {
         *v = json!({});
@@ -382,7 +588,7 @@ fn entry_obj<'a>(o: &'a mut Map<String, Value>, k: &str) -> &'a mut Map<String, 
     }
 }
 
-fn default_template(spec: &mut Map<String, Value>) {
+pub(crate) fn default_template(spec: &mut Map<String, Value>) {
     if let Some(Value::Object(t)) = spec.get_mut("template") {
         if let Some(Value::Object(ps)) = t.get_mut("spec") {
             default_pod_spec(ps);

@@ -110,6 +110,78 @@ fn columns(p: Printer) -> &'static [Col] {
             ("Message", "string", 0),
         ],
         Lease => &[("Name", "string", 0), ("Holder", "string", 0), ("Age", "string", 0)],
+        Endpoints => &[("Name", "string", 0), ("Endpoints", "string", 0), ("Age", "string", 0)],
+        EndpointSlice => &[
+            ("Name", "string", 0),
+            ("AddressType", "string", 0),
+            ("Ports", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
+        CronJob => &[
+            ("Name", "string", 0),
+            ("Schedule", "string", 0),
+            ("Timezone", "string", 0),
+            ("Suspend", "boolean", 0),
+            ("Active", "integer", 0),
+            ("Last Schedule", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        PersistentVolume => &[
+            ("Name", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("Reclaim Policy", "string", 0),
+            ("Status", "string", 0),
+            ("Claim", "string", 0),
+            ("StorageClass", "string", 0),
+            ("VolumeAttributesClass", "string", 0),
+            ("Reason", "string", 0),
+            ("Age", "string", 0),
+            ("VolumeMode", "string", 1),
+        ],
+        PersistentVolumeClaim => &[
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Volume", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("StorageClass", "string", 0),
+            ("VolumeAttributesClass", "string", 0),
+            ("Age", "string", 0),
+            ("VolumeMode", "string", 1),
+        ],
+        ResourceQuota => &[
+            ("Name", "string", 0),
+            ("Age", "string", 0),
+            ("Request", "string", 0),
+            ("Limit", "string", 0),
+        ],
+        PodDisruptionBudget => &[
+            ("Name", "string", 0),
+            ("Min Available", "string", 0),
+            ("Max Unavailable", "string", 0),
+            ("Allowed Disruptions", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        ControllerRevision => &[
+            ("Name", "string", 0),
+            ("Controller", "string", 0),
+            ("Revision", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        CreatedAt => &[("Name", "string", 0), ("Created At", "date", 0)],
+        RoleBinding => &[
+            ("Name", "string", 0),
+            ("Role", "string", 0),
+            ("Age", "string", 0),
+            ("Users", "string", 1),
+            ("Groups", "string", 1),
+            ("ServiceAccounts", "string", 1),
+        ],
     }
 }
 
@@ -141,13 +213,13 @@ pub fn row(r: &Resource, o: &Value) -> Value {
     json!({"cells": cells(r.printer, o), "object": object})
 }
 
-fn s<'a>(o: &'a Value, ptr: &str) -> &'a str {
+pub(super) fn s<'a>(o: &'a Value, ptr: &str) -> &'a str {
     o.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
 }
-fn n(o: &Value, ptr: &str) -> i64 {
+pub(super) fn n(o: &Value, ptr: &str) -> i64 {
     o.pointer(ptr).and_then(Value::as_i64).unwrap_or_default()
 }
-fn none_if_empty(v: String) -> String {
+pub(super) fn none_if_empty(v: String) -> String {
     if v.is_empty() {
         "<none>".into()
     } else {
@@ -163,7 +235,7 @@ fn unknown_if_empty(v: &str) -> &str {
     }
 }
 
-fn age(o: &Value) -> String {
+pub(super) fn age(o: &Value) -> String {
     let ts = s(o, "/metadata/creationTimestamp");
     match chrono::DateTime::parse_from_rfc3339(ts) {
         Ok(t) => human_duration(chrono::Utc::now().signed_duration_since(t).num_seconds()),
@@ -351,6 +423,16 @@ fn cells(p: Printer, o: &Value) -> Vec<Value> {
             ]
         }
         Printer::Lease => vec![name, json!(s(o, "/spec/holderIdentity")), json!(age(o))],
+        Printer::Endpoints
+        | Printer::EndpointSlice
+        | Printer::CronJob
+        | Printer::PersistentVolume
+        | Printer::PersistentVolumeClaim
+        | Printer::ResourceQuota
+        | Printer::PodDisruptionBudget
+        | Printer::ControllerRevision
+        | Printer::CreatedAt
+        | Printer::RoleBinding => super::cells::cells(p, o),
     }
 }
 
