@@ -895,3 +895,108 @@ fn kubectl_deletion_and_namespace_lifecycle() {
     let s = Server::start(false);
     lifecycle_suite(&s);
 }
+
+/// Pod subresources: binding, eviction against a PodDisruptionBudget, and the node-proxied ones (logs,
+/// exec) answering as upstream does while no node agent serves them.
+fn pod_subresources_suite(s: &Server) {
+    let pod = |name: &str, labels: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{{{labels}}}}},"spec":{{"containers":[{{"name":"c","image":"busybox:1"}}]}}}}"#
+        )
+    };
+    let raw_post = |path: &str, body: &str| s.kubectl_in(&["create", "--raw", path, "-f", "-"], body);
+
+    // binding: once.
+    assert!(s.kubectl_in(&["create", "-f", "-"], &pod("bindme", "")).ok);
+    assert_eq!(s.ok(&["logs", "bindme"]), "", "an unscheduled pod has no logs yet");
+    let e = s.fails(&["exec", "bindme", "--", "true"]);
+    assert!(e.contains("pod bindme does not have a host assigned"), "{e}");
+    let binding =
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"bindme"},"target":{"kind":"Node","name":"n9"}}"#;
+    let o = raw_post("/api/v1/namespaces/default/pods/bindme/binding", binding);
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(s.ok(&["get", "pod", "bindme", "-o", "jsonpath={.spec.nodeName}"]), "n9");
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "pod",
+            "bindme",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].status}"
+        ]),
+        "True"
+    );
+    let o = raw_post("/api/v1/namespaces/default/pods/bindme/binding", binding);
+    assert!(
+        !o.ok && o.stderr.contains("is already assigned to node"),
+        "{}",
+        o.stderr
+    );
+
+    // logs go through the node: unknown node, then a node whose kubelet port is closed.
+    let e = s.fails(&["logs", "bindme"]);
+    assert!(e.contains("nodes \"n9\" not found"), "{e}");
+    let port = free_port();
+    let node = format!(
+        r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"n9"}},"status":{{"addresses":[{{"type":"InternalIP","address":"127.0.0.1"}}],"daemonEndpoints":{{"kubeletEndpoint":{{"Port":{port}}}}}}}}}"#
+    );
+    assert!(s.kubectl_in(&["create", "-f", "-"], &node).ok);
+    let e = s.fails(&["logs", "bindme"]);
+    assert!(
+        e.contains(&format!("127.0.0.1:{port}")) && e.contains("connection refused"),
+        "{e}"
+    );
+    s.ok(&["delete", "node", "n9"]);
+
+    // eviction: refused while the budget allows no disruption, then allowed once and recorded.
+    let pdb = r#"{"apiVersion":"policy/v1","kind":"PodDisruptionBudget","metadata":{"name":"web"},"spec":{"minAvailable":1,"selector":{"matchLabels":{"app":"web"}}}}"#;
+    assert!(s.kubectl_in(&["create", "-f", "-"], pdb).ok);
+    assert!(
+        s.kubectl_in(&["create", "-f", "-"], &pod("evictme", r#""app":"web""#))
+            .ok
+    );
+    s.ok(&[
+        "patch",
+        "pod",
+        "evictme",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
+    let eviction = r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"evictme"}}"#;
+    let o = raw_post("/api/v1/namespaces/default/pods/evictme/eviction", eviction);
+    assert!(
+        !o.ok
+            && o.stderr
+                .contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{}",
+        o.stderr
+    );
+    s.ok(&["get", "pod", "evictme"]);
+    s.ok(&[
+        "patch",
+        "pdb",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"observedGeneration":1,"disruptionsAllowed":1,"currentHealthy":1,"desiredHealthy":1,"expectedPods":1}}"#,
+    ]);
+    let o = raw_post("/api/v1/namespaces/default/pods/evictme/eviction", eviction);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(s.fails(&["get", "pod", "evictme"]).contains("(NotFound)"));
+    assert_eq!(
+        s.ok(&["get", "pdb", "web", "-o", "jsonpath={.status.disruptionsAllowed}"]),
+        "0"
+    );
+    assert!(s
+        .ok(&["get", "pdb", "web", "-o", "jsonpath={.status.disruptedPods}"])
+        .contains("evictme"));
+}
+
+#[test]
+fn kubectl_pod_subresources() {
+    let s = Server::start(false);
+    pod_subresources_suite(&s);
+}

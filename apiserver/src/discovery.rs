@@ -16,6 +16,16 @@ pub fn wants_aggregated(accept: &str) -> bool {
     })
 }
 
+/// Pod subresources beyond status: (name, response kind, verbs), as upstream advertises them.
+const POD_SUBRESOURCES: &[(&str, &str, &[&str])] = &[
+    ("attach", "PodAttachOptions", &["create", "get"]),
+    ("binding", "Binding", &["create"]),
+    ("eviction", "Eviction", &["create"]),
+    ("exec", "PodExecOptions", &["create", "get"]),
+    ("log", "Pod", &["get"]),
+    ("portforward", "PodPortForwardOptions", &["create", "get"]),
+];
+
 fn resource_discovery(r: &Resource) -> Value {
     let kind = |k: &str| json!({"group": r.group, "version": r.version, "kind": k});
     let mut subresources = Vec::new();
@@ -29,6 +39,15 @@ fn resource_discovery(r: &Resource) -> Value {
     }
     if r.kind == "Namespace" {
         subresources.push(json!({"subresource": "finalize", "responseKind": kind(r.kind), "verbs": ["update"]}));
+    }
+    if r.kind == "Pod" {
+        for (sub, response, verbs) in POD_SUBRESOURCES {
+            let response = match *response {
+                "Eviction" => json!({"group": "policy", "version": "v1", "kind": "Eviction"}),
+                k => json!({"group": "", "version": "v1", "kind": k}),
+            };
+            subresources.push(json!({"subresource": sub, "responseKind": response, "verbs": verbs}));
+        }
     }
     let mut v = json!({
         "resource": r.plural,
@@ -116,6 +135,19 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
         if r.has_status_subresource() {
             resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "",
                 "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+        }
+        if r.kind == "Pod" {
+            for (sub, kind, verbs) in POD_SUBRESOURCES {
+                let (group, version) = if *kind == "Eviction" {
+                    ("policy", "v1")
+                } else {
+                    ("", "v1")
+                };
+                resources.push(
+                    json!({"name": format!("pods/{sub}"), "singularName": "", "namespaced": true,
+                    "group": group, "version": version, "kind": kind, "verbs": verbs}),
+                );
+            }
         }
         if r.kind == "Namespace" {
             resources.push(

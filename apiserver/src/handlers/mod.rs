@@ -3,6 +3,7 @@
 
 pub(crate) mod delete;
 mod patch;
+mod pods;
 mod read;
 mod scale;
 
@@ -228,6 +229,7 @@ async fn route(
         "scale" => scale::has_scale(r.kind),
         "status" => r.has_status_subresource(),
         "finalize" => r.kind == "Namespace",
+        s if pods::is_pod_subresource(s) => r.kind == "Pod",
         _ => false,
     };
     if rest.len() > 3 || sub.is_some_and(|s| !sub_ok(s)) {
@@ -254,6 +256,11 @@ async fn route(
     } else {
         body
     };
+    if let (Some(s), Some(n)) = (sub, name.as_deref()) {
+        if pods::is_pod_subresource(s) {
+            return pods::handle(&ctx, method, n, s, q, body).await;
+        }
+    }
     if let (Some("scale"), Some(n)) = (sub, name.as_deref()) {
         return scale::handle(&ctx, method, n, q, content_type, body).await;
     }
