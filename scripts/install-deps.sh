@@ -34,6 +34,15 @@ if ! dpkg-query -W -f='${Status}' kubectl 2>/dev/null | grep -q "install ok inst
     || echo "warning: kubectl is not installed and no repository offers it; the kubectl tests will fail" >&2
 fi
 
+# The Python `kubernetes` client, which one API server test drives (PyPI; Debian's python3-kubernetes is
+# the fallback where pip may not install into the system Python).
+if ! python3 -c "import kubernetes" >/dev/null 2>&1; then
+  python3 -m pip install --quiet "kubernetes==37.0.2" \
+    || python3 -m pip install --quiet --break-system-packages "kubernetes==37.0.2" \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-kubernetes \
+    || echo "warning: the Python kubernetes client is not installed; its test will fail" >&2
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install the Rust toolchain (rustup, stable >= 1.85) first" >&2
   exit 1

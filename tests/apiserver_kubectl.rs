@@ -1000,3 +1000,23 @@ fn kubectl_pod_subresources() {
     let s = Server::start(false);
     pod_subresources_suite(&s);
 }
+
+/// The official Python `kubernetes` client (its generated models decode every answer): CRUD, conflicts,
+/// selectors, paging, errors, the scale subresource and a watch (tests/clients/python_client.py).
+#[test]
+fn python_kubernetes_client() {
+    let s = Server::start(false);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/python_client.py");
+    let o: Out = Command::new("python3")
+        .arg(&script)
+        .arg(&s.kubeconfig)
+        .output()
+        .expect("run python3")
+        .into();
+    assert!(
+        o.ok && o.stdout.contains("python client: ok"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+}
