@@ -77,18 +77,40 @@ impl ApiError {
             details: Some(t.details()),
         }
     }
-    /// 422 with field causes, as upstream field validation reports them.
+    /// 422 Invalid as upstream's NewInvalid words it: `Kind.group "name" is invalid: [a, b]` (no brackets
+    /// for one cause), each cause with the reason its error type has upstream.
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<(String, String)>) -> Self {
+        let qualified = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let msgs: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
-        let message = format!("{kind} \"{name}\" is invalid: {}", msgs.join(", "));
+        let joined = match msgs.len() {
+            1 => msgs.concat(),
+            _ => format!("[{}]", msgs.join(", ")),
+        };
         let causes: Vec<Value> = causes
             .into_iter()
-            .map(|(field, message)| json!({"reason": "FieldValueInvalid", "message": message, "field": field}))
+            .map(|(field, message)| {
+                let reason = if message.starts_with("Required value") {
+                    "FieldValueRequired"
+                } else if message.starts_with("Unsupported value") {
+                    "FieldValueNotSupported"
+                } else if message.starts_with("Forbidden") {
+                    "FieldValueForbidden"
+                } else if message.starts_with("Duplicate value") {
+                    "FieldValueDuplicate"
+                } else {
+                    "FieldValueInvalid"
+                };
+                json!({"reason": reason, "message": message, "field": field})
+            })
             .collect();
         ApiError::Status {
             code: 422,
             reason: "Invalid",
-            message,
+            message: format!("{qualified} {name:?} is invalid: {joined}"),
             details: Some(json!({"name": name, "group": group, "kind": kind, "causes": causes})),
         }
     }

@@ -576,38 +576,9 @@ pub(super) fn path_segment_errors(name: &str) -> Vec<String> {
         .collect()
 }
 
-/// 422 Invalid as upstream's NewInvalid words it: `Kind.group "name" is invalid: [a, b]`, each cause with
-/// the reason of its error type.
+/// 422 Invalid for this resource (see `ApiError::invalid`).
 pub(super) fn invalid(r: &Resource, name: &str, causes: Causes) -> ApiError {
-    let qualified = if r.group.is_empty() {
-        r.kind.to_string()
-    } else {
-        format!("{}.{}", r.kind, r.group)
-    };
-    let msgs: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
-    let joined = match msgs.len() {
-        1 => msgs.join(""),
-        _ => format!("[{}]", msgs.join(", ")),
-    };
-    let causes: Vec<Value> = causes
-        .into_iter()
-        .map(|(field, message)| {
-            let reason = if message.starts_with("Required value") {
-                "FieldValueRequired"
-            } else if message.starts_with("Unsupported value") {
-                "FieldValueNotSupported"
-            } else {
-                "FieldValueInvalid"
-            };
-            json!({"reason": reason, "message": message, "field": field})
-        })
-        .collect();
-    ApiError::Status {
-        code: 422,
-        reason: "Invalid",
-        message: format!("{qualified} {name:?} is invalid: {joined}"),
-        details: Some(json!({"name": name, "group": r.group, "kind": r.kind, "causes": causes})),
-    }
+    ApiError::invalid(r.kind, r.group, name, causes)
 }
 
 #[cfg(test)]
