@@ -1020,3 +1020,87 @@ fn python_kubernetes_client() {
         o.stderr
     );
 }
+
+/// kube-rs (typed Api, server-side apply, and a reflector over list+watch), as controllers will use it.
+#[test]
+fn kube_rs_client_and_reflector() {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+
+    let s = Server::start(false);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("config");
+        let client = kube::Client::try_from(config).expect("client");
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+
+        let (reader, writer) = reflector::store();
+        let stream = reflector(
+            writer,
+            watcher(cms.clone(), watcher::Config::default().labels("by=kube-rs")),
+        )
+        .applied_objects()
+        .boxed();
+        let driver = tokio::spawn(stream.for_each(|_| async {}));
+
+        for i in 0..3 {
+            let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("kr{i}"), "labels": {"by": "kube-rs"}}, "data": {"i": i.to_string()}
+            }))
+            .expect("configmap");
+            cms.create(&PostParams::default(), &cm).await.expect("create");
+        }
+        let applied = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kr0", "labels": {"by": "kube-rs"}}, "data": {"i": "applied"}});
+        cms.patch("kr0", &PatchParams::apply("kube-rs-test"), &Patch::Apply(&applied))
+            .await
+            .expect("server-side apply");
+        let listed = cms
+            .list(&ListParams::default().labels("by=kube-rs"))
+            .await
+            .expect("list");
+        assert_eq!(listed.items.len(), 3);
+
+        let wait = |want: usize, check: &'static str| {
+            let reader = reader.clone();
+            async move {
+                for _ in 0..100 {
+                    let state = reader.state();
+                    let applied = state
+                        .iter()
+                        .any(|c| c.data.as_ref().and_then(|d| d.get("i")).map(String::as_str) == Some("applied"));
+                    if state.len() == want && (check != "applied" || applied) {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                panic!(
+                    "reflector never reached {want} objects ({check}): {:?}",
+                    reader.state().len()
+                );
+            }
+        };
+        wait(3, "applied").await;
+        cms.delete("kr1", &DeleteParams::default()).await.expect("delete");
+        wait(2, "deleted").await;
+
+        // Typed decoding of a defaulted workload.
+        let out = s.kubectl(&["create", "deployment", "krd", "--image=busybox:1"]);
+        assert!(out.ok, "{}", out.stderr);
+        let deps: Api<Deployment> = Api::namespaced(client, "default");
+        let d = deps.get("krd").await.expect("typed get");
+        let spec = d.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(
+            spec.template.spec.and_then(|p| p.restart_policy).as_deref(),
+            Some("Always")
+        );
+        driver.abort();
+    });
+}
