@@ -414,6 +414,13 @@ impl StoreNode {
         self.db_size.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Measures the database size now (a few RocksDB property reads) and caches it.
+    pub fn refresh_db_size(&self) -> u64 {
+        let size = crate::backend::db_size(self.applier.mvcc.db());
+        self.db_size.store(size, std::sync::atomic::Ordering::Relaxed);
+        size
+    }
+
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
@@ -584,8 +591,7 @@ async fn track_db_size(node: std::sync::Weak<StoreNode>) {
     loop {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
-        let size = crate::backend::db_size(node.applier.mvcc.db());
-        node.db_size.store(size, std::sync::atomic::Ordering::Relaxed);
+        node.refresh_db_size();
     }
 }
 

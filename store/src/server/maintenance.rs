@@ -94,6 +94,10 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn defragment(&self, _request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        // Apply what is already committed first (best effort: defrag is a local operation and must work
+        // without a leader), so "compact, then defrag every member" reclaims on followers too, even when
+        // one has not applied the compaction yet.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.node.read_barrier()).await;
         let db = self.node.applier.mvcc.db().clone();
         tokio::task::spawn_blocking(move || -> Result<(), rocksdb::Error> {
             db.flush_wal(true)?;
@@ -108,6 +112,8 @@ impl Maintenance for MaintenanceService {
         .await
         .map_err(|e| Status::unknown(e.to_string()))?
         .map_err(|e| Status::unknown(format!("etcdserver: defragment: {e}")))?;
+        // The quota reads a cached size; refresh it now rather than at the next tick.
+        self.node.refresh_db_size();
         Ok(Response::new(DefragmentResponse { header: self.header() }))
     }
 

@@ -16,7 +16,12 @@ pub async fn check(node: &StoreNode, cost: u64) -> Result<(), StoreError> {
     if quota == 0 {
         return Ok(());
     }
-    let size = node.db_size();
+    if node.db_size().saturating_add(cost) <= quota {
+        return Ok(());
+    }
+    // The cached size may be up to a tick old (a defragment or compaction may just have shrunk the
+    // database): measure again before raising a cluster-wide alarm.
+    let size = node.refresh_db_size();
     if size.saturating_add(cost) <= quota {
         return Ok(());
     }
