@@ -708,6 +708,8 @@ fn kubectl_against_debian_etcd() {
     basic_suite(&s);
     more_kinds(&s);
     write_suite(&s);
+    lifecycle_suite(&s);
+    pod_subresources_suite(&s);
 }
 
 /// Waits up to 20 s for `check` to hold.
