@@ -204,6 +204,19 @@ async fn scenario(
     let mut client = workload::connect(&endpoint, Duration::from_secs(5))
         .await
         .map_err(|e| RunError::Setup(e.to_string()))?;
+    // The members have just elected a leader and publish their attributes: wait until a linearizable
+    // read answers, so the checks below judge the data rather than the start-up.
+    let settle = StdInstant::now() + Duration::from_secs(20);
+    while let Err(e) = client
+        .get("/jepsen/", Some(etcd_client::GetOptions::new().with_count_only()))
+        .await
+    {
+        if StdInstant::now() > settle {
+            warn!("restored cluster still refuses reads: {e}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     results.push(check_set(&events, &mut client, snap_rev, save_started, save_done).await);
     results.push(check_register(&events, &mut client, snap_rev).await);
     results.push(check_revision(spec.db, &mut client, snap_rev, max_seen_before).await);
@@ -558,7 +571,20 @@ async fn check_new_member(cluster: &Cluster, client: &mut etcd_client::Client) -
         }
     };
     let last = cluster.len() - 1;
-    if let Err(e) = cluster.remove_member(last).await {
+    // A member change is refused while an earlier one (the members publishing their attributes after the
+    // restore) is still uncommitted: retry for a while, as an operator would.
+    let retry_until = StdInstant::now() + Duration::from_secs(20);
+    let removed = loop {
+        match cluster.remove_member(last).await {
+            Ok(()) => break Ok(()),
+            Err(e) if StdInstant::now() < retry_until => {
+                warn!("removing n{}: {e}; retrying", last + 1);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    if let Err(e) = removed {
         return result(
             "restore-new-member",
             Validity::Unknown,
