@@ -40,6 +40,7 @@ loom: deps
 # backup/restore scenario, and three runs with injected bugs that must be caught (about 10 minutes).
 jepsen-smoke: build
 	$(JEPSEN) cleanup
+	rm -rf $(JEPSEN_OUT)/smoke
 	$(JEPSEN) matrix --preset smoke --out $(JEPSEN_OUT)/smoke
 
 # The full matrix (every workload x nemesis x 3 seeds; hours). JEPSEN_DB=etcd runs it on Debian's etcd.

@@ -191,6 +191,11 @@ impl Cluster {
             nodes: Mutex::new(nodes),
             topo,
         };
+        // A run directory may hold an earlier run's nodes (CI reuses its output dir): their data names
+        // another run's members and addresses, so every node starts empty, with a fresh log.
+        for i in 0..n {
+            cluster.clear_node(i)?;
+        }
         for i in 0..n {
             cluster.set_clock_offset(i, 0)?;
             if cluster.opts.proxy.is_some() {
@@ -200,6 +205,34 @@ impl Cluster {
             cluster.start_node(i)?;
         }
         Ok(cluster)
+    }
+
+    /// Removes node `i`'s data dir and logs, if an earlier run left any.
+    fn clear_node(&self, i: usize) -> Result<(), DbError> {
+        let proxy_log = self
+            .opts
+            .run_dir
+            .join("nodes")
+            .join(format!("{}.proxy.log", node_name(i)));
+        for path in [self.log_path(i), proxy_log] {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(DbError::Io {
+                        what: format!("remove {}", path.display()),
+                        source: e,
+                    })
+                }
+                _ => {}
+            }
+        }
+        let dir = self.node_dir(i);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DbError::Io {
+                what: format!("remove {}", dir.display()),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 
     pub fn kind(&self) -> &DbKind {
