@@ -53,6 +53,7 @@ test: build lint unit loom jepsen-smoke
 bench: build
 	$(CARGO) build --release -p rudder-bench
 	$(CARGO_TARGET_DIR)/release/rudder-bench --rudder $(BIN) --members 1,3 --out docs/benchmarks.md
+	$(CARGO_TARGET_DIR)/release/rudder-bench-apiserver --rudder $(BIN) --out docs/benchmarks.md
 
 clean-data:
 	rm -rf $(DATA_DIR)

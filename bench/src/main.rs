@@ -646,7 +646,16 @@ async fn run(args: Args) -> Result<()> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let json_path = plan.out.with_extension("json");
-    fs::write(&plan.out, report::markdown(&report)).with_context(|| format!("writing {}", plan.out.display()))?;
+    // The API server benchmark's section of the same file survives this rewrite.
+    let mut doc = report::markdown(&report);
+    if let Some(section) = fs::read_to_string(&plan.out)
+        .ok()
+        .as_deref()
+        .and_then(rudder_bench::sections::extract)
+    {
+        doc = rudder_bench::sections::replace(&doc, section);
+    }
+    fs::write(&plan.out, doc).with_context(|| format!("writing {}", plan.out.display()))?;
     let json = serde_json::to_string_pretty(&report).context("serialising the report")?;
     fs::write(&json_path, json + "\n").with_context(|| format!("writing {}", json_path.display()))?;
     println!("\nwrote {} and {}", plan.out.display(), json_path.display());
