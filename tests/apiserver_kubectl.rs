@@ -428,7 +428,7 @@ fn write_suite(s: &Server) {
     let o = s.kubectl_in(&["apply", "-f", "-"], &manifest("3"));
     assert!(o.ok && o.stdout.contains("unchanged"), "{}{}", o.stdout, o.stderr);
 
-    // Server-side apply (approximate: merge, no field ownership yet): create, then update.
+    // Server-side apply: create, then update by the same manager.
     let o = s.kubectl_in(
         &["apply", "--server-side", "-f", "-"],
         &manifest("4").replace("name: app\n", "name: ssa\n"),
@@ -446,6 +446,55 @@ fn write_suite(s: &Server) {
     assert!(o.ok, "{}", o.stderr);
     assert_eq!(s.ok(&["get", "deploy", "ssa", "-o", "jsonpath={.spec.replicas}"]), "5");
     s.ok(&["delete", "deploy", "ssa"]);
+
+    // Field ownership: applying a value another manager set conflicts (409) until forced; fields the
+    // applier stops applying go away; managedFields name the owners.
+    s.ok(&["create", "configmap", "owned", "--from-literal=x=1"]);
+    let cm = |data: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\ndata:\n{data}");
+    let o = s.kubectl_in(&["apply", "--server-side", "-f", "-"], &cm("  x: \"2\"\n"));
+    assert!(!o.ok, "{}", o.stdout);
+    assert!(
+        o.stderr
+            .contains("Apply failed with 1 conflict: conflict with \"kubectl-create\" using v1: .data.x"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(s.ok(&["get", "cm", "owned", "-o", "jsonpath={.data.x}"]), "1");
+    let o = s.kubectl_in(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        &cm("  x: \"2\"\n  y: \"3\"\n"),
+    );
+    assert!(o.ok, "{}", o.stderr);
+    let managers = s.ok(&[
+        "get",
+        "cm",
+        "owned",
+        "-o",
+        "jsonpath={range .metadata.managedFields[*]}{.manager}:{.operation} {end}",
+    ]);
+    assert_eq!(managers.trim(), "kubectl:Apply", "{managers}");
+    let o = s.kubectl_in(&["apply", "--server-side", "-f", "-"], &cm("  x: \"2\"\n"));
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(s.ok(&["get", "cm", "owned", "-o", "jsonpath={.data}"]), r#"{"x":"2"}"#);
+    // A later edit by another manager takes the field over; the applier, left with nothing, drops out.
+    s.ok(&["patch", "cm", "owned", "--type", "merge", "-p", r#"{"data":{"x":"9"}}"#]);
+    let managers = s.ok(&[
+        "get",
+        "cm",
+        "owned",
+        "-o",
+        "jsonpath={range .metadata.managedFields[*]}{.manager}:{.operation} {end}",
+    ]);
+    assert_eq!(managers.trim(), "kubectl-patch:Update", "{managers}");
+    s.ok(&["delete", "cm", "owned"]);
+    // Moving from client-side to server-side apply: kubectl hands the client-side applier's fields to
+    // its server-side manager (a patch of managedFields) first, so the switch does not conflict.
+    let o = s.kubectl_in(&["apply", "-f", "-"], &cm("  x: \"1\"\n"));
+    assert!(o.ok, "{}", o.stderr);
+    let o = s.kubectl_in(&["apply", "--server-side", "-f", "-"], &cm("  x: \"5\"\n"));
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(s.ok(&["get", "cm", "owned", "-o", "jsonpath={.data.x}"]), "5");
+    s.ok(&["delete", "cm", "owned"]);
 
     s.ok(&["label", "deploy", "app", "tier=web"]);
     s.ok(&["annotate", "deploy", "app", "note=hello"]);
@@ -1060,9 +1109,22 @@ fn kube_rs_client_and_reflector() {
         }
         let applied = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "kr0", "labels": {"by": "kube-rs"}}, "data": {"i": "applied"}});
-        cms.patch("kr0", &PatchParams::apply("kube-rs-test"), &Patch::Apply(&applied))
+        // kr0's data.i belongs to the creator: applying another value conflicts until forced.
+        let err = cms
+            .patch("kr0", &PatchParams::apply("kube-rs-test"), &Patch::Apply(&applied))
             .await
-            .expect("server-side apply");
+            .expect_err("apply over another manager's field");
+        match err {
+            kube::Error::Api(s) => assert_eq!(s.code, 409, "{s:?}"),
+            other => panic!("unexpected error {other:?}"),
+        }
+        cms.patch(
+            "kr0",
+            &PatchParams::apply("kube-rs-test").force(),
+            &Patch::Apply(&applied),
+        )
+        .await
+        .expect("server-side apply");
         let listed = cms
             .list(&ListParams::default().labels("by=kube-rs"))
             .await

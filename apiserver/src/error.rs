@@ -35,7 +35,7 @@ impl Target<'_> {
             format!("{}.{}", self.resource, self.group)
         }
     }
-    fn details(&self) -> Value {
+    pub fn details(&self) -> Value {
         json!({"name": self.name, "group": self.group, "kind": self.resource})
     }
 }

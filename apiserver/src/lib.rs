@@ -6,6 +6,7 @@
 
 pub mod discovery;
 pub mod error;
+pub mod fieldmanager;
 pub mod handlers;
 pub mod namespace;
 pub mod openapi;

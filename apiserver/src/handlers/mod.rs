@@ -3,6 +3,7 @@
 
 pub(crate) mod delete;
 mod patch;
+pub(crate) use patch::merge_key;
 mod pods;
 mod read;
 mod scale;

@@ -11,8 +11,8 @@ pub enum PatchType {
     Json,
     Merge,
     Strategic,
-    /// Server-side apply, approximated: the applied object merges over the live one like a strategic merge
-    /// patch. Field ownership (removal of fields a manager stopped applying, conflicts) is not tracked yet.
+    /// Server-side apply: the applied object merges over the live one like a strategic merge patch; field
+    /// ownership (conflicts, removal of fields no longer applied) is `crate::fieldmanager`'s.
     Apply,
 }
 
@@ -73,7 +73,8 @@ const MERGE_KEYS: &[&str] = &[
     "topologyKey",
 ];
 
-fn merge_key(items: &[Value]) -> Option<&'static str> {
+/// The merge key of a list of objects, if its items all carry one of the known keys.
+pub(crate) fn merge_key(items: &[Value]) -> Option<&'static str> {
     let first = items.iter().find_map(Value::as_object)?;
     MERGE_KEYS
         .iter()

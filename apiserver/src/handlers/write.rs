@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::patch::{self, PatchType};
 use super::{json_response, Ctx};
 use crate::error::{ApiError, ApiResult};
+use crate::fieldmanager;
 use crate::registry::find;
 use crate::storage::Write;
 use crate::watchcache::decode;
@@ -111,10 +112,37 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn managed_fields(&self, q: &HashMap<String, String>, op: &str) -> Value {
-        let manager = q.get("fieldManager").cloned().unwrap_or_else(|| "unknown".into());
-        json!([{"manager": manager, "operation": op, "apiVersion": self.r.api_version(),
-            "time": now(), "fieldsType": "FieldsV1", "fieldsV1": {}}])
+    /// Records who wrote which fields of `new` (over `old`, `Value::Null` for a create) in its
+    /// managedFields; for server-side apply (`applied` is the applied configuration) this is also where
+    /// conflicts with other managers are found and fields the applier dropped are removed.
+    fn manage_fields(
+        &self,
+        q: &HashMap<String, String>,
+        old: &Value,
+        new: Value,
+        applied: Option<&Value>,
+        name: &str,
+    ) -> ApiResult<Value> {
+        let api_version = self.r.api_version();
+        let time = now();
+        let w = fieldmanager::Writer {
+            manager: q.get("fieldManager").map_or("unknown", String::as_str),
+            api_version: &api_version,
+            subresource: self.subresource.filter(|s| *s == "status"),
+            time: &time,
+        };
+        match applied {
+            Some(applied) => {
+                let force = q.get("force").is_some_and(|f| f == "true");
+                fieldmanager::apply(old, applied, new, &w, force)
+                    .map_err(|c| fieldmanager::conflict_error(&c, &self.target(name)))
+            }
+            None => {
+                let mut new = new;
+                fieldmanager::record_update(old, &mut new, &w);
+                Ok(new)
+            }
+        }
     }
 }
 
@@ -183,6 +211,8 @@ fn dry_run(q: &HashMap<String, String>) -> bool {
 pub async fn create(ctx: &Ctx<'_>, q: &HashMap<String, String>, body: &[u8], op: &str) -> ApiResult<Response> {
     let mut obj = parse_body(body)?;
     ctx.check_type(&mut obj)?;
+    // Server-side apply creating the object: the applier owns what it applied (not the defaults).
+    let applied = (op == "Apply").then(|| obj.clone());
     let warnings = field_validation(
         ctx,
         q,
@@ -208,12 +238,13 @@ pub async fn create(ctx: &Ctx<'_>, q: &HashMap<String, String>, body: &[u8], op:
         if ctx.r.has_generation {
             m.insert("generation".into(), json!(1));
         }
-        m.insert("managedFields".into(), ctx.managed_fields(q, op));
     }
     ctx.r.default_object(&mut obj);
     if ctx.r.kind == "Service" {
         allocate_service_addresses(ctx, &mut obj);
     }
+    let created = meta_str(&obj, "name").unwrap_or_default().to_string();
+    let obj = ctx.manage_fields(q, &Value::Null, obj, applied.as_ref(), &created)?;
     ctx.r.validate(&obj)?;
     let name = meta_str(&obj, "name").unwrap_or_default().to_string();
     ctx.namespace_accepts(&name).await?;
@@ -468,6 +499,7 @@ pub async fn update(ctx: &Ctx<'_>, name: &str, q: &HashMap<String, String>, body
     carry_over(ctx, &old, &mut obj)?;
     ctx.r.default_object(&mut obj);
     ctx.r.validate_update(&old, &obj)?;
+    let obj = ctx.manage_fields(q, &old, obj, None, name)?;
     let out = store_update(ctx, name, expected, obj, dry_run(q)).await?;
     Ok(with_warnings(json_response(200, &out), &warnings))
 }
@@ -518,6 +550,11 @@ pub async fn patch(
         carry_over(ctx, &old, &mut new)?;
         ctx.r.default_object(&mut new);
         ctx.r.validate_update(&old, &new)?;
+        let applied = match kind {
+            PatchType::Apply => Some(parse_body(body)?),
+            _ => None,
+        };
+        let new = ctx.manage_fields(q, &old, new, applied.as_ref(), name)?;
         match store_update(ctx, name, kv.mod_revision, new, dry_run(q)).await {
             Err(ApiError::Status { code: 409, .. }) if pinned.is_none() => continue,
             r => return r.map(|o| with_warnings(json_response(200, &o), &warnings)),
