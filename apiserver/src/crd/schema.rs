@@ -190,10 +190,8 @@ impl Validator {
     }
 
     fn walk(&mut self, v: &Value, s: &Value, path: &str, root: bool) {
-        if v.is_null() {
-            if flag(s, "nullable") || s.get("type").is_none() {
-                return;
-            }
+        if v.is_null() && (flag(s, "nullable") || s.get("type").is_none()) {
+            return;
         }
         let int_or_string = flag(s, "x-kubernetes-int-or-string");
         if int_or_string {
