@@ -744,4 +744,46 @@ spec:
         e.contains("spec.scope: Invalid value: \"Namespaced\": field is immutable"),
         "{e}"
     );
+
+    // A custom resource with a finalizer holds its CRD in Terminating, which refuses new instances.
+    s.ok_in(
+        &["create", "-f", "-"],
+        "apiVersion: tools.example.org/v1\nkind: Gizmo\nmetadata: {name: g3, finalizers: [example.org/hold]}\n",
+    );
+    s.ok(&["delete", "crd", "gizmos.tools.example.org", "--wait=false"]);
+    s.eventually(
+        &["get", "gizmo", "g3", "-o", "jsonpath={.metadata.deletionTimestamp}"],
+        |o| o.ok && !o.stdout.is_empty(),
+    );
+    let crd = s.json(&["get", "crd", "gizmos.tools.example.org"]);
+    let conds = crd["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    assert!(
+        conds
+            .iter()
+            .any(|c| c["type"] == "Terminating" && c["status"] == "True"),
+        "{crd}"
+    );
+    assert!(crd["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == "customresourcecleanup.apiextensions.k8s.io")));
+    let e = s.fails_in(
+        &["create", "-f", "-"],
+        "apiVersion: tools.example.org/v1\nkind: Gizmo\nmetadata: {name: g4}\n",
+    );
+    assert!(
+        e.contains("create not allowed while custom resource definition is terminating"),
+        "{e}"
+    );
+    s.ok(&[
+        "patch",
+        "gizmo",
+        "g3",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    s.eventually(&["get", "crd", "gizmos.tools.example.org"], |o| {
+        !o.ok && o.stderr.contains("NotFound")
+    });
 }

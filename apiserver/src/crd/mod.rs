@@ -527,10 +527,29 @@ pub async fn run(server: Arc<ApiServer>) {
     }
 }
 
-/// Waits (bounded) until this server's registry reflects store revision `rev`.
+/// Waits (bounded) until this server's registry reflects store revision `rev` and the watch caches of the
+/// custom resources it serves have their initial lists.
 pub async fn wait_seen(server: &ApiServer, rev: i64) {
     let mut rx = server.crd_seen.subscribe();
     let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| *s >= rev)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline {
+        let ready = server.dynamic_caches.read().values().all(|(c, _)| c.ready());
+        if ready {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether CRD `name` is marked for deletion (upstream then refuses new custom resources).
+pub fn terminating(server: &ApiServer, name: &str) -> bool {
+    let Some(r) = crd_resource() else { return false };
+    let Some((objs, _)) = server.cache(r).and_then(|c| c.list(&r.key(None, name))) else {
+        return false;
+    };
+    objs.iter()
+        .any(|o| str_at(o, "/metadata/name") == name && o.pointer("/metadata/deletionTimestamp").is_some())
 }
 
 /// The cleanup finalizer: deletes the custom resources of CRDs marked for deletion, then lets the CRD go.

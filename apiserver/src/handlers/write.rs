@@ -227,6 +227,15 @@ fn dry_run(q: &HashMap<String, String>) -> bool {
 }
 
 pub async fn create(ctx: &Ctx<'_>, q: &HashMap<String, String>, body: &[u8], op: &str) -> ApiResult<Response> {
+    if let Some(c) = &ctx.r.custom {
+        if crate::crd::terminating(ctx.server, &c.crd) {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "create not allowed while custom resource definition is terminating",
+            ));
+        }
+    }
     let mut obj = parse_body(body)?;
     ctx.check_type(&mut obj)?;
     let warnings = field_validation(ctx, q, ctx.body_field_errors(body))?;
