@@ -317,6 +317,24 @@ fn custom_resources_with_kubectl() {
     // kubectl validates strictly by default: the server reports the unknown field.
     let e = s.fails_in(&["apply", "-f", "-"], W1);
     assert!(e.contains("strict decoding error: unknown field \"spec.bogus\""), "{e}");
+    // Duplicate fields, which only a raw body can carry, as well.
+    let dup = s.dir.path().join("dup.json");
+    std::fs::write(
+        &dup,
+        r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"dup"},"spec":{"size":"small","size":"large","nope":1}}"#,
+    )
+    .unwrap();
+    let e = s.fails(&[
+        "create",
+        "--raw",
+        "/apis/example.com/v1/namespaces/default/widgets?fieldValidation=Strict",
+        "-f",
+        dup.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains(r#"strict decoding error: duplicate field "spec.size", unknown field "spec.nope""#),
+        "{e}"
+    );
     // Without it the field is pruned, preserved-unknown fields stay, defaults apply.
     let out = s.ok_in(&["apply", "--validate=false", "-f", "-"], W1);
     assert!(out.contains("widget.example.com/w1 created"), "{out}");

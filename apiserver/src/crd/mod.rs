@@ -627,3 +627,122 @@ async fn finalize(server: &ApiServer, crd: &Value) -> ApiResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd() -> Value {
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "kind": "Widget", "shortNames": ["wd"]},
+                "versions": [
+                    {"name": "v1", "served": true, "storage": true,
+                        "schema": {"openAPIV3Schema": {"type": "object"}},
+                        "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas"}},
+                        "additionalPrinterColumns": [{"name": "Size", "type": "string", "jsonPath": ".spec.size"}]},
+                    {"name": "v1beta1", "served": false, "storage": false,
+                        "schema": {"openAPIV3Schema": {"type": "object"}}},
+                ]},
+        })
+    }
+
+    fn causes(e: ApiError) -> Vec<String> {
+        e.status()["details"]["causes"]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| {
+                        format!(
+                            "{}: {}",
+                            c["field"].as_str().unwrap_or(""),
+                            c["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn defaulting_sets_names_and_status() {
+        let mut c = crd();
+        default_crd(&mut c);
+        assert_eq!(c["spec"]["names"]["singular"], "widget");
+        assert_eq!(c["spec"]["names"]["listKind"], "WidgetList");
+        assert_eq!(c["spec"]["conversion"]["strategy"], "None");
+        assert_eq!(c["status"]["acceptedNames"]["shortNames"], json!(["wd"]));
+        assert_eq!(c["status"]["storedVersions"], json!(["v1"]));
+        let types: Vec<&str> = c["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["status"] == "True")
+            .filter_map(|c| c["type"].as_str())
+            .collect();
+        assert_eq!(types, ["NamesAccepted", "Established"]);
+        assert!(validate_crd(&c).is_ok());
+        // Defaulting again keeps the transition times and the stored versions.
+        let before = c.clone();
+        default_crd(&mut c);
+        assert_eq!(before, c);
+    }
+
+    #[test]
+    fn validation_causes() {
+        let mut c = crd();
+        c["metadata"]["name"] = json!("widgets.other.com");
+        c["spec"]["versions"][1]["storage"] = json!(true);
+        c["spec"]["versions"][0]["subresources"]["scale"]["specReplicasPath"] = json!(".status.x");
+        c["spec"]["versions"][0]["additionalPrinterColumns"][0]["type"] = json!("text");
+        let got = causes(validate_crd(&c).expect_err("invalid"));
+        assert_eq!(
+            got,
+            vec![
+                "metadata.name: Invalid value: \"widgets.other.com\": must be spec.names.plural+\".\"+spec.group",
+                "spec.versions: Invalid value: [\"v1\",\"v1beta1\"]: must have exactly one version marked as storage version",
+                "spec.versions[0].subresources.scale.specReplicasPath: Invalid value: \".status.x\": should be a json path under .spec",
+                "spec.versions[0].additionalPrinterColumns[0].type: Unsupported value: \"text\": supported values: \"boolean\", \"date\", \"integer\", \"number\", \"string\"",
+            ]
+        );
+        let mut old = crd();
+        default_crd(&mut old);
+        let mut new = old.clone();
+        new["spec"]["scope"] = json!("Cluster");
+        let got = causes(validate_crd_update(&old, &new).expect_err("immutable"));
+        assert_eq!(got, vec!["spec.scope: Invalid value: \"Cluster\": field is immutable"]);
+    }
+
+    #[test]
+    fn served_versions_become_interned_resources() {
+        let rs = resources_of(&crd());
+        assert_eq!(rs.len(), 1, "only served versions");
+        let r = rs[0];
+        assert_eq!(
+            (r.group, r.version, r.kind, r.plural, r.singular),
+            ("example.com", "v1", "Widget", "widgets", "widget")
+        );
+        assert_eq!(r.key(Some("ns"), "a"), "/registry/example.com/widgets/ns/a");
+        assert_eq!(r.short_names, ["wd"]);
+        assert!(r.has_status_subresource() && r.has_scale());
+        let c = r.custom.as_ref().expect("custom");
+        assert_eq!(c.list_kind, "WidgetList");
+        assert_eq!(
+            c.scale.as_ref().map(|s| s.spec_replicas.as_str()),
+            Some("/spec/replicas")
+        );
+        assert_eq!(c.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["Size"]);
+        // The same definition again: the same leaked value.
+        let again = resources_of(&crd());
+        assert!(std::ptr::eq(r, again[0]));
+        let mut changed = crd();
+        changed["spec"]["versions"][0]["additionalPrinterColumns"] = json!([]);
+        let other = resources_of(&changed)[0];
+        assert!(!std::ptr::eq(r, other));
+        assert_eq!(other.custom.as_ref().map(|c| c.columns[0].name.as_str()), Some("Age"));
+        assert!(resources_of(&json!({"spec": {}})).is_empty());
+    }
+}

@@ -180,9 +180,13 @@ impl Ctx<'_> {
     /// Unknown (and, for built-in kinds, duplicate) fields of a request body, for `fieldValidation`.
     fn body_field_errors(&self, body: &[u8]) -> Vec<String> {
         match &self.r.custom {
-            Some(c) => serde_json::from_slice::<Value>(body)
-                .map(|o| c.unknown_fields(&o))
-                .unwrap_or_default(),
+            Some(c) => {
+                let mut errors = crate::openapi::duplicate_fields(body);
+                if let Ok(o) = serde_json::from_slice::<Value>(body) {
+                    errors.extend(c.unknown_fields(&o));
+                }
+                errors
+            }
             None => crate::openapi::strict_field_errors(self.r.group, self.r.kind, body),
         }
     }

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha512};
 use crate::registry::{in_group, GROUPS};
 use catalog::{Catalog, DELETE_OPTIONS, PATCH, STATUS};
 
-pub use validate::{strict_decoding_message, strict_field_errors, unknown_fields, warning_header};
+pub use validate::{duplicate_fields, strict_decoding_message, strict_field_errors, unknown_fields, warning_header};
 
 fn gv_path(group: &str) -> String {
     if group.is_empty() {
