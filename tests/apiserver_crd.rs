@@ -27,6 +27,8 @@ struct Server {
     child: Child,
     dir: tempfile::TempDir,
     kubeconfig: PathBuf,
+    /// The etcd v3 endpoint the server uses (its embedded store's, unless given one).
+    store_url: String,
 }
 
 impl Drop for Server {
@@ -62,6 +64,11 @@ impl From<Output> for Out {
 
 impl Server {
     fn start() -> Server {
+        Self::start_on(None)
+    }
+
+    /// With `etcd`: an API server on that store instead of its own embedded one.
+    fn start_on(etcd: Option<&str>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rudder"));
         cmd.arg("server").arg("--data-dir").arg(dir.path().join("data")).args([
@@ -69,11 +76,17 @@ impl Server {
             &free_port().to_string(),
             "--bind-address",
             "127.0.0.1",
-            "--store-client-url",
-            &format!("http://127.0.0.1:{}", free_port()),
-            "--store-peer-url",
-            &format!("http://127.0.0.1:{}", free_port()),
         ]);
+        let store_url = format!("http://127.0.0.1:{}", free_port());
+        match etcd {
+            Some(url) => {
+                cmd.args(["--etcd-servers", url]);
+            }
+            None => {
+                cmd.args(["--store-client-url", &store_url]);
+                cmd.args(["--store-peer-url", &format!("http://127.0.0.1:{}", free_port())]);
+            }
+        }
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = cmd
             .stdout(log.try_clone().unwrap())
@@ -81,7 +94,13 @@ impl Server {
             .spawn()
             .expect("start rudder server");
         let kubeconfig = dir.path().join("data/kubeconfig.yaml");
-        let s = Server { child, dir, kubeconfig };
+        let store_url = etcd.map_or(store_url, str::to_string);
+        let s = Server {
+            child,
+            dir,
+            kubeconfig,
+            store_url,
+        };
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if s.kubeconfig.exists() {
@@ -804,4 +823,47 @@ spec:
     s.eventually(&["get", "crd", "gizmos.tools.example.org"], |o| {
         !o.ok && o.stderr.contains("NotFound")
     });
+}
+
+#[test]
+fn api_servers_on_one_store_agree_on_crds() {
+    let a = Server::start();
+    let b = Server::start_on(Some(&a.store_url));
+
+    // Defined through one server, served by the other, which follows the CRD watch.
+    a.ok_in(&["apply", "-f", "-"], WIDGETS);
+    b.eventually(&["get", "--raw", "/apis/example.com/v1"], |o| o.ok);
+    b.ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "crd/widgets.example.com",
+        "--timeout",
+        "20s",
+    ]);
+    b.ok(&["create", "namespace", "scratch"]);
+    b.ok_in(
+        &["create", "-n", "scratch", "-f", "-"],
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: shared}\nspec: {size: small}\n",
+    );
+    let t = a.ok(&["get", "wd", "-n", "scratch"]);
+    assert_eq!(row(&t, "shared")[..3], ["shared", "small", "1"], "{t}");
+
+    // Namespace deletion removes custom resources too.
+    a.ok(&["delete", "namespace", "scratch", "--timeout", "30s"]);
+    let o = b.kubectl(&["get", "wd", "-A"]);
+    assert!(
+        o.ok && o.stderr.contains("No resources found"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+
+    // Deleted through the other server: both stop serving it.
+    b.ok(&["delete", "crd", "widgets.example.com"]);
+    for s in [&a, &b] {
+        s.eventually(&["get", "--raw", "/apis/example.com/v1"], |o| {
+            !o.ok && o.stderr.contains("NotFound")
+        });
+    }
 }
