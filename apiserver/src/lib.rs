@@ -27,12 +27,12 @@ use serde_json::json;
 use tower::ServiceExt;
 
 use registry::{Resource, RESOURCES};
+use storage::{Store, Write};
+use watchcache::WatchCache;
 
 /// Watch caches of custom resources, by (group, plural), with the task feeding each.
 type DynamicCaches =
     parking_lot::RwLock<HashMap<(&'static str, &'static str), (Arc<WatchCache>, tokio::task::AbortHandle)>>;
-use storage::{Store, Write};
-use watchcache::WatchCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

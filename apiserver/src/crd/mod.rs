@@ -449,26 +449,29 @@ fn build(crd: &str, group: &str, names: &Value, scope: &str, v: &Value) -> Resou
 }
 
 /// Serves what `crds` define: replaces the dynamic registry and starts or stops the watch caches.
+/// New watch caches start before their resources are routed; old ones stop after theirs are gone.
 fn rebuild(server: &ApiServer, crds: &BTreeMap<String, Arc<Value>>) {
     let served: Vec<&'static Resource> = crds.values().flat_map(|c| resources_of(c)).collect();
-    dynamic::set(served.clone());
     let wanted: HashSet<(&str, &str)> = served.iter().map(|r| (r.group, r.plural)).collect();
-    let mut caches = server.dynamic_caches.write();
-    caches.retain(|k, (_, task)| {
+    {
+        let mut caches = server.dynamic_caches.write();
+        for r in &served {
+            if caches.contains_key(&(r.group, r.plural)) {
+                continue;
+            }
+            let cache = WatchCache::new(r.prefix(None));
+            let task = tokio::spawn(cache.clone().run(server.store.clone())).abort_handle();
+            caches.insert((r.group, r.plural), (cache, task));
+        }
+    }
+    dynamic::set(served);
+    server.dynamic_caches.write().retain(|k, (_, task)| {
         let keep = wanted.contains(&(k.0, k.1));
         if !keep {
             task.abort();
         }
         keep
     });
-    for r in served {
-        if caches.contains_key(&(r.group, r.plural)) {
-            continue;
-        }
-        let cache = WatchCache::new(r.prefix(None));
-        let task = tokio::spawn(cache.clone().run(server.store.clone())).abort_handle();
-        caches.insert((r.group, r.plural), (cache, task));
-    }
 }
 
 /// Keeps the dynamic registry in step with the CRDs in the store, from the CRD watch cache.

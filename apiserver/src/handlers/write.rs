@@ -177,7 +177,7 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
 }
 
 impl Ctx<'_> {
-    /// Unknown (and, for built-in kinds, duplicate) fields of a request body, for `fieldValidation`.
+    /// Unknown and duplicate fields of a request body, for `fieldValidation`.
     fn body_field_errors(&self, body: &[u8]) -> Vec<String> {
         match &self.r.custom {
             Some(c) => {
