@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::registry::{in_group, Resource, GROUPS};
+use crate::registry::{groups, in_group, versions, Resource};
 
 pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
@@ -33,14 +33,14 @@ fn resource_discovery(r: &Resource) -> Value {
         subresources
             .push(json!({"subresource": "status", "responseKind": kind(r.kind), "verbs": ["get", "patch", "update"]}));
     }
-    if crate::handlers::has_scale(r.kind) {
+    if r.has_scale() {
         let scale = json!({"group": "autoscaling", "version": "v1", "kind": "Scale"});
         subresources.push(json!({"subresource": "scale", "responseKind": scale, "verbs": ["get", "patch", "update"]}));
     }
-    if r.kind == "Namespace" {
+    if r.builtin_kind() == Some("Namespace") {
         subresources.push(json!({"subresource": "finalize", "responseKind": kind(r.kind), "verbs": ["update"]}));
     }
-    if r.kind == "Pod" {
+    if r.builtin_kind() == Some("Pod") {
         for (sub, response, verbs) in POD_SUBRESOURCES {
             let response = match *response {
                 "Eviction" => json!({"group": "policy", "version": "v1", "kind": "Eviction"}),
@@ -68,27 +68,35 @@ fn resource_discovery(r: &Resource) -> Value {
     v
 }
 
-/// A group's resources in upstream's order: alphabetical by plural (kubectl expands `all` in this order).
-fn sorted(group: &str) -> Vec<&'static Resource> {
-    let mut rs: Vec<&'static Resource> = in_group(group).collect();
+/// A group version's resources in upstream's order: alphabetical by plural (kubectl expands `all` in this
+/// order).
+fn sorted(group: &str, version: &str) -> Vec<&'static Resource> {
+    let mut rs: Vec<&'static Resource> = in_group(group).into_iter().filter(|r| r.version == version).collect();
     rs.sort_by_key(|r| r.plural);
     rs
 }
 
 fn group_discovery(group: &str) -> Value {
-    let resources: Vec<Value> = sorted(group).into_iter().map(resource_discovery).collect();
+    let versions: Vec<Value> = versions(group)
+        .into_iter()
+        .map(|v| {
+            let resources: Vec<Value> = sorted(group, v).into_iter().map(resource_discovery).collect();
+            json!({"version": v, "resources": resources, "freshness": "Current"})
+        })
+        .collect();
     json!({
         "metadata": {"name": group, "creationTimestamp": null},
-        "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}],
+        "versions": versions,
     })
 }
 
-/// `/api` (core only) or `/apis` (all named groups) as an APIGroupDiscoveryList.
+/// `/api` (core only) or `/apis` (all named groups, custom resource groups included) as an
+/// APIGroupDiscoveryList.
 pub fn aggregated(core: bool) -> Value {
-    let items: Vec<Value> = GROUPS
-        .iter()
+    let items: Vec<Value> = groups()
+        .into_iter()
         .filter(|g| g.is_empty() == core)
-        .map(|g| group_discovery(g))
+        .map(group_discovery)
         .collect();
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
@@ -101,24 +109,29 @@ pub fn api_versions() -> Value {
 }
 
 pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = GROUPS
-        .iter()
+    let groups: Vec<Value> = groups()
+        .into_iter()
         .filter(|g| !g.is_empty())
         .map(|g| {
-            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+            let gvs: Vec<Value> = versions(g)
+                .into_iter()
+                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                .collect();
+            let preferred = gvs.first().cloned().unwrap_or(Value::Null);
+            json!({"name": g, "versions": gvs, "preferredVersion": preferred})
         })
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-/// `/api/v1` or `/apis/<group>/v1`; None for an unknown group.
+/// `/api/v1` or `/apis/<group>/<version>`; None for an unknown group version.
 pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
-    if version != "v1" || !GROUPS.contains(&group) {
+    let rs = sorted(group, version);
+    if rs.is_empty() {
         return None;
     }
     let mut resources = Vec::new();
-    for r in sorted(group) {
+    for r in rs {
         let mut e = json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
             "kind": r.kind, "verbs": r.verbs(),
@@ -136,7 +149,7 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
             resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "",
                 "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
         }
-        if r.kind == "Pod" {
+        if r.builtin_kind() == Some("Pod") {
             for (sub, kind, verbs) in POD_SUBRESOURCES {
                 let (group, version) = if *kind == "Eviction" {
                     ("policy", "v1")
@@ -149,13 +162,13 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
                 );
             }
         }
-        if r.kind == "Namespace" {
+        if r.builtin_kind() == Some("Namespace") {
             resources.push(
                 json!({"name": "namespaces/finalize", "singularName": "", "namespaced": false,
                 "kind": "Namespace", "verbs": ["update"]}),
             );
         }
-        if crate::handlers::has_scale(r.kind) {
+        if r.has_scale() {
             resources.push(
                 json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced,
                 "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}),

@@ -4,6 +4,7 @@
 //! every object lives in an etcd v3 store (Rudder's or a real etcd), reached only through the etcd gRPC API
 //! with kube-apiserver's key layout and transaction protocol.
 
+pub mod crd;
 pub mod discovery;
 pub mod error;
 pub mod fieldmanager;
@@ -29,6 +30,10 @@ use tower::ServiceExt;
 use registry::{Resource, RESOURCES};
 use storage::{Store, Write};
 use watchcache::WatchCache;
+
+/// Watch caches of custom resources, by (group, plural), with the task feeding each.
+type DynamicCaches =
+    parking_lot::RwLock<HashMap<(&'static str, &'static str), (Arc<WatchCache>, tokio::task::AbortHandle)>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,14 +65,36 @@ pub struct Config {
 pub struct ApiServer {
     pub store: Store,
     caches: HashMap<(&'static str, &'static str), Arc<WatchCache>>,
+    /// Started and stopped by `crd::run` as CRDs come and go.
+    dynamic_caches: DynamicCaches,
+    /// The store revision the dynamic registry reflects (`crd::wait_seen`).
+    crd_seen: tokio::sync::watch::Sender<i64>,
+    /// Wakes the CRD cleanup finalizer.
+    crd_cleanup: tokio::sync::Notify,
 }
 
 impl ApiServer {
-    pub fn cache(&self, r: &Resource) -> Option<&Arc<WatchCache>> {
-        self.caches.get(&(r.group, r.plural))
+    pub fn new(store: Store, caches: HashMap<(&'static str, &'static str), Arc<WatchCache>>) -> Self {
+        ApiServer {
+            store,
+            caches,
+            dynamic_caches: Default::default(),
+            crd_seen: tokio::sync::watch::Sender::new(0),
+            crd_cleanup: tokio::sync::Notify::new(),
+        }
     }
 
-    /// Ready once every watch cache has its initial list.
+    pub fn cache(&self, r: &Resource) -> Option<Arc<WatchCache>> {
+        if r.custom.is_none() {
+            return self.caches.get(&(r.group, r.plural)).cloned();
+        }
+        self.dynamic_caches
+            .read()
+            .get(&(r.group, r.plural))
+            .map(|(c, _)| c.clone())
+    }
+
+    /// Ready once every built-in watch cache has its initial list.
     pub fn ready(&self) -> bool {
         self.caches.values().all(|c| c.ready())
     }
@@ -143,8 +170,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     if !config.compaction_interval.is_zero() {
         tokio::spawn(store.clone().compact_periodically(config.compaction_interval));
     }
-    let server = Arc::new(ApiServer { store, caches });
+    let server = Arc::new(ApiServer::new(store, caches));
     tokio::spawn(namespace::run(server.clone()));
+    tokio::spawn(crd::run(server.clone()));
+    tokio::spawn(crd::cleanup(server.clone()));
     let router = handlers::router(server);
 
     let listener = tokio::net::TcpListener::bind(config.bind)

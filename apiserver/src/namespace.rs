@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::handlers::delete::{delete_matching, DeleteOptions};
 use crate::handlers::write::encode;
 use crate::handlers::Ctx;
-use crate::registry::{find, RESOURCES};
+use crate::registry::{all, find};
 use crate::storage::{prefix_end, Write};
 use crate::watchcache::decode;
 use crate::ApiServer;
@@ -58,7 +58,7 @@ async fn finalize(server: &ApiServer, ns: &str) -> ApiResult<()> {
     };
     let no_selector = HashMap::new();
     let mut left = Remaining::default();
-    for r in RESOURCES.iter().filter(|r| r.namespaced) {
+    for r in all().into_iter().filter(|r| r.namespaced) {
         let ctx = Ctx {
             server,
             r,

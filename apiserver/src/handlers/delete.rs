@@ -187,7 +187,7 @@ pub struct Deleted {
 /// Deletes (or marks for deletion) one object, retrying the read-modify-write when another writer got in
 /// between, as upstream's GuaranteedUpdate does.
 pub async fn delete_object(ctx: &Ctx<'_>, name: &str, opts: &DeleteOptions) -> ApiResult<Deleted> {
-    if ctx.r.kind == "Namespace" && PROTECTED_NAMESPACES.contains(&name) {
+    if ctx.r.builtin_kind() == Some("Namespace") && PROTECTED_NAMESPACES.contains(&name) {
         return Err(ApiError::new(
             403,
             "Forbidden",
@@ -271,9 +271,14 @@ fn mark_for_deletion(ctx: &Ctx<'_>, obj: &Value, opts: &DeleteOptions) -> ApiRes
     let mut out = obj.clone();
     let mut fins = finalizers(obj);
     let before = fins.clone();
-    let orphan = opts.orphans(ctx.r.kind, &fins);
+    let orphan = opts.orphans(ctx.r.builtin_kind().unwrap_or_default(), &fins);
     let foreground = !orphan && opts.foreground(&fins);
     fins.retain(|f| f != ORPHAN && f != FOREGROUND);
+    let crd = ctx.r.builtin_kind() == Some("CustomResourceDefinition");
+    if crd && !fins.iter().any(|f| f == crate::crd::CLEANUP_FINALIZER) {
+        // Its custom resources go first (`crd::cleanup`).
+        fins.push(crate::crd::CLEANUP_FINALIZER.into());
+    }
     if orphan {
         fins.push(ORPHAN.into());
     }
@@ -284,7 +289,7 @@ fn mark_for_deletion(ctx: &Ctx<'_>, obj: &Value, opts: &DeleteOptions) -> ApiRes
     // adds it regardless, and so do we (the garbage collector removes it).
     let already = obj.pointer("/metadata/deletionTimestamp").is_some();
     let grace = grace_period(ctx, obj, opts);
-    let namespace_pending = ctx.r.kind == "Namespace"
+    let namespace_pending = ctx.r.builtin_kind() == Some("Namespace")
         && obj
             .pointer("/spec/finalizers")
             .and_then(Value::as_array)
@@ -292,7 +297,7 @@ fn mark_for_deletion(ctx: &Ctx<'_>, obj: &Value, opts: &DeleteOptions) -> ApiRes
     if fins.is_empty() && grace == 0 && !namespace_pending {
         return Ok(None);
     }
-    if already && ctx.r.kind == "Namespace" {
+    if already && ctx.r.builtin_kind() == Some("Namespace") {
         return Err(ApiError::Status {
             code: 409,
             reason: "Conflict",
@@ -323,7 +328,10 @@ fn mark_for_deletion(ctx: &Ctx<'_>, obj: &Value, opts: &DeleteOptions) -> ApiRes
         m.insert("deletionTimestamp".into(), json!(rfc3339_in(grace)));
         m.insert("deletionGracePeriodSeconds".into(), json!(grace));
     }
-    if ctx.r.kind == "Namespace" {
+    if crd {
+        crate::crd::mark_terminating(&mut out);
+    }
+    if ctx.r.builtin_kind() == Some("Namespace") {
         if let Some(o) = out.as_object_mut() {
             let status = o.entry("status").or_insert_with(|| json!({}));
             if let Some(s) = status.as_object_mut() {
@@ -345,7 +353,7 @@ fn mark_for_deletion(ctx: &Ctx<'_>, obj: &Value, opts: &DeleteOptions) -> ApiRes
 /// Upstream's pod strategy: the requested or the pod's own grace period, zero when the pod never ran
 /// (not scheduled) or has finished. Other kinds are deleted without a grace period.
 fn grace_period(ctx: &Ctx<'_>, obj: &Value, opts: &DeleteOptions) -> i64 {
-    if ctx.r.kind != "Pod" {
+    if ctx.r.builtin_kind() != Some("Pod") {
         return 0;
     }
     let scheduled = obj

@@ -7,8 +7,6 @@ pub(crate) use patch::merge_key;
 mod pods;
 mod read;
 mod scale;
-
-pub use scale::has_scale;
 mod selector;
 pub(crate) mod write;
 
@@ -162,7 +160,7 @@ async fn route(
         }
         "/api" => return Ok(json_response(200, &discovery::api_versions())),
         "/apis" => return Ok(json_response(200, &discovery::api_group_list())),
-        "/openapi/v3" => return Ok(json_response(200, openapi::root())),
+        "/openapi/v3" => return Ok(json_response(200, &openapi::root())),
         _ => {}
     }
     if trimmed == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" && *method == Method::POST {
@@ -174,7 +172,7 @@ async fn route(
     }
     if let Some(gv) = trimmed.strip_prefix("/openapi/v3/") {
         return openapi::group_version(gv)
-            .map(|d| json_response(200, d))
+            .map(|d| json_response(200, &d))
             .ok_or_else(|| ApiError::new(404, "NotFound", "the server could not find the requested resource"));
     }
     let not_found = || ApiError::new(404, "NotFound", "the server could not find the requested resource");
@@ -227,10 +225,10 @@ async fn route(
     let name = rest.get(1).map(|s| s.to_string());
     let sub = rest.get(2).copied();
     let sub_ok = |s: &str| match s {
-        "scale" => scale::has_scale(r.kind),
+        "scale" => r.has_scale(),
         "status" => r.has_status_subresource(),
-        "finalize" => r.kind == "Namespace",
-        s if pods::is_pod_subresource(s) => r.kind == "Pod",
+        "finalize" => r.builtin_kind() == Some("Namespace"),
+        s if pods::is_pod_subresource(s) => r.builtin_kind() == Some("Pod"),
         _ => false,
     };
     if rest.len() > 3 || sub.is_some_and(|s| !sub_ok(s)) {

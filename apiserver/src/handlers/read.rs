@@ -24,7 +24,8 @@ pub async fn get(ctx: &Ctx<'_>, name: &str) -> ApiResult<Response> {
     let key = ctx.r.key(ctx.namespace.as_deref(), name);
     let (kv, _) = ctx.server.store.get(&key).await?;
     let kv = kv.ok_or_else(|| ApiError::not_found(&ctx.target(name)))?;
-    let obj = decode(&kv.value, kv.mod_revision).ok_or_else(|| ApiError::internal("undecodable stored object"))?;
+    let mut obj = decode(&kv.value, kv.mod_revision).ok_or_else(|| ApiError::internal("undecodable stored object"))?;
+    ctx.r.present(&mut obj);
     if ctx.table {
         let meta = json!({"resourceVersion": kv.mod_revision.to_string()});
         return Ok(json_response(200, &table::table(ctx.r, &[obj], meta, true)));
@@ -61,7 +62,10 @@ fn decode_continue(token: &str) -> ApiResult<Continue> {
     Ok(c)
 }
 
-fn list_object(ctx: &Ctx<'_>, items: Vec<Value>, rv: i64, cont: Option<String>) -> Value {
+fn list_object(ctx: &Ctx<'_>, mut items: Vec<Value>, rv: i64, cont: Option<String>) -> Value {
+    for o in &mut items {
+        ctx.r.present(o);
+    }
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if let (Some(c), Some(m)) = (cont, meta.as_object_mut()) {
         m.insert("continue".into(), Value::String(c));
@@ -69,7 +73,11 @@ fn list_object(ctx: &Ctx<'_>, items: Vec<Value>, rv: i64, cont: Option<String>) 
     if ctx.table {
         return table::table(ctx.r, &items, meta, true);
     }
-    json!({"kind": format!("{}List", ctx.r.kind), "apiVersion": ctx.r.api_version(), "metadata": meta, "items": items})
+    let list_kind = match &ctx.r.custom {
+        Some(c) => c.list_kind.clone(),
+        None => format!("{}List", ctx.r.kind),
+    };
+    json!({"kind": list_kind, "apiVersion": ctx.r.api_version(), "metadata": meta, "items": items})
 }
 
 pub async fn list(ctx: &Ctx<'_>, q: &HashMap<String, String>) -> ApiResult<Response> {
@@ -170,13 +178,16 @@ pub async fn list(ctx: &Ctx<'_>, q: &HashMap<String, String>) -> ApiResult<Respo
 }
 
 fn watch_line(r: &'static Resource, as_table: bool, ty: &str, obj: &Value, first: &mut bool) -> Bytes {
-    let object = if as_table && ty != "BOOKMARK" && ty != "ERROR" {
+    let mut object = if as_table && ty != "BOOKMARK" && ty != "ERROR" {
         let t = table::table(r, std::slice::from_ref(obj), json!({}), *first);
         *first = false;
         t
     } else {
         obj.clone()
     };
+    if !as_table && ty != "ERROR" {
+        r.present(&mut object);
+    }
     let mut line = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)

@@ -1,5 +1,6 @@
-//! The `scale` subresource (autoscaling/v1 Scale) of deployments, replicasets and statefulsets: a view of
-//! `spec.replicas`, written back to the parent object under its resourceVersion.
+//! The `scale` subresource (autoscaling/v1 Scale) of deployments, replicasets, statefulsets and custom
+//! resources whose CRD declares it: a view of `spec.replicas` (or the CRD's specReplicasPath,
+//! statusReplicasPath and labelSelectorPath), written back to the parent object under its resourceVersion.
 
 use std::collections::HashMap;
 
@@ -13,12 +14,27 @@ use crate::error::{ApiError, ApiResult};
 use crate::storage::Write;
 use crate::watchcache::decode;
 
-pub fn has_scale(kind: &str) -> bool {
-    matches!(kind, "Deployment" | "ReplicaSet" | "StatefulSet")
+use crate::registry::Resource;
+
+/// (spec replicas, status replicas) pointers of `r`.
+fn paths(r: &Resource) -> (&str, &str) {
+    match r.custom.as_ref().and_then(|c| c.scale.as_ref()) {
+        Some(s) => (&s.spec_replicas, &s.status_replicas),
+        None => ("/spec/replicas", "/status/replicas"),
+    }
 }
 
-fn scale_of(parent: &Value) -> Value {
-    let meta = &parent["metadata"];
+fn selector(r: &Resource, parent: &Value) -> String {
+    if let Some(c) = &r.custom {
+        return c
+            .scale
+            .as_ref()
+            .and_then(|s| s.label_selector.as_deref())
+            .and_then(|p| parent.pointer(p))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+    }
     let mut labels: Vec<String> = parent
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
@@ -29,13 +45,40 @@ fn scale_of(parent: &Value) -> Value {
         })
         .unwrap_or_default();
     labels.sort();
+    labels.join(",")
+}
+
+/// Sets the value at JSON pointer `ptr`, creating the objects on the way.
+fn set_at(obj: &mut Value, ptr: &str, v: Value) {
+    let mut cur = obj;
+    let segs: Vec<String> = ptr
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    for (i, seg) in segs.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        let Some(o) = cur.as_object_mut() else { return };
+        if i + 1 == segs.len() {
+            o.insert(seg.clone(), v);
+            return;
+        }
+        cur = o.entry(seg.clone()).or_insert_with(|| json!({}));
+    }
+}
+
+fn scale_of(r: &Resource, parent: &Value) -> Value {
+    let meta = &parent["metadata"];
+    let (spec, status) = paths(r);
     json!({
         "kind": "Scale", "apiVersion": "autoscaling/v1",
         "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"],
             "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]},
-        "spec": {"replicas": parent.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
-        "status": {"replicas": parent.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
-            "selector": labels.join(",")},
+        "spec": {"replicas": parent.pointer(spec).cloned().unwrap_or(json!(0))},
+        "status": {"replicas": parent.pointer(status).cloned().unwrap_or(json!(0)),
+            "selector": selector(r, parent)},
     })
 }
 
@@ -52,7 +95,7 @@ pub async fn handle(
     let kv = kv.ok_or_else(|| ApiError::not_found(&ctx.target(name)))?;
     let mut parent =
         decode(&kv.value, kv.mod_revision).ok_or_else(|| ApiError::internal("undecodable stored object"))?;
-    let current = scale_of(&parent);
+    let current = scale_of(ctx.r, &parent);
     let wanted = match *method {
         Method::GET => return Ok(json_response(200, &current)),
         Method::PUT => serde_json::from_slice::<Value>(body)
@@ -93,16 +136,14 @@ pub async fn handle(
                 )],
             )
         })?;
-    if let Some(spec) = parent.get_mut("spec").and_then(Value::as_object_mut) {
-        spec.insert("replicas".into(), json!(replicas));
-    }
+    set_at(&mut parent, paths(ctx.r).0, json!(replicas));
     if let Some(m) = parent.get_mut("metadata").and_then(Value::as_object_mut) {
         let g = m.get("generation").and_then(Value::as_i64).unwrap_or(1);
         m.insert("generation".into(), json!(g + 1));
         m.remove("resourceVersion");
     }
     if q.get("dryRun").is_some_and(|d| d == "All") {
-        return Ok(json_response(200, &scale_of(&parent)));
+        return Ok(json_response(200, &scale_of(ctx.r, &parent)));
     }
     let value = serde_json::to_vec(&parent).unwrap_or_default();
     match ctx.server.store.put_if(&key, value, kv.mod_revision).await? {
@@ -110,7 +151,7 @@ pub async fn handle(
             if let Some(m) = parent.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.insert("resourceVersion".into(), json!(rev.to_string()));
             }
-            Ok(json_response(200, &scale_of(&parent)))
+            Ok(json_response(200, &scale_of(ctx.r, &parent)))
         }
         Write::Mismatch(_) => Err(ApiError::conflict(
             &ctx.target(name),

@@ -204,20 +204,75 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     resp
 }
 
+impl Ctx<'_> {
+    /// Unknown and duplicate fields of a request body, for `fieldValidation`.
+    fn body_field_errors(&self, body: &[u8]) -> Vec<String> {
+        match &self.r.custom {
+            Some(c) => {
+                let mut errors = crate::openapi::duplicate_fields(body);
+                if let Ok(o) = serde_json::from_slice::<Value>(body) {
+                    errors.extend(c.unknown_fields(&o));
+                }
+                errors
+            }
+            None => crate::openapi::strict_field_errors(self.r.group, self.r.kind, body),
+        }
+    }
+
+    /// Unknown fields of a patched object, for `fieldValidation`.
+    fn object_field_errors(&self, obj: &Value) -> Vec<String> {
+        match &self.r.custom {
+            Some(c) => c.unknown_fields(obj),
+            None => crate::openapi::unknown_fields(self.r.group, self.r.kind, obj),
+        }
+    }
+
+    /// A CRD write is answered once this server serves what it defines.
+    async fn settle(&self, rev: i64) {
+        if self.r.builtin_kind() == Some("CustomResourceDefinition") {
+            crate::crd::wait_seen(self.server, rev).await;
+        }
+    }
+}
+
+/// Whether an update changes what metadata.generation counts: the spec for built-in kinds; for custom
+/// resources everything but metadata (and status, when status is a subresource), as upstream.
+fn generation_changed(ctx: &Ctx<'_>, old: &Value, new: &Value) -> bool {
+    let Some(c) = &ctx.r.custom else {
+        return old.get("spec") != new.get("spec");
+    };
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("metadata");
+            if c.status {
+                o.remove("status");
+            }
+        }
+        v
+    };
+    strip(old) != strip(new)
+}
+
 fn dry_run(q: &HashMap<String, String>) -> bool {
     q.get("dryRun").is_some_and(|d| d == "All")
 }
 
 pub async fn create(ctx: &Ctx<'_>, q: &HashMap<String, String>, body: &[u8], op: &str) -> ApiResult<Response> {
+    if let Some(c) = &ctx.r.custom {
+        if crate::crd::terminating(ctx.server, &c.crd) {
+            return Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "create not allowed while custom resource definition is terminating",
+            ));
+        }
+    }
     let mut obj = parse_body(body)?;
     ctx.check_type(&mut obj)?;
     // Server-side apply creating the object: the applier owns what it applied (not the defaults).
     let applied = (op == "Apply").then(|| obj.clone());
-    let warnings = field_validation(
-        ctx,
-        q,
-        crate::openapi::strict_field_errors(ctx.r.group, ctx.r.kind, body),
-    )?;
+    let warnings = field_validation(ctx, q, ctx.body_field_errors(body))?;
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         let named = m.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
         if !named {
@@ -239,8 +294,14 @@ pub async fn create(ctx: &Ctx<'_>, q: &HashMap<String, String>, body: &[u8], op:
             m.insert("generation".into(), json!(1));
         }
     }
+    // Upstream's PrepareForCreate: status is not the client's to set where it is a subresource.
+    if ctx.r.custom.as_ref().is_some_and(|c| c.status) {
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("status");
+        }
+    }
     ctx.r.default_object(&mut obj);
-    if ctx.r.kind == "Service" {
+    if ctx.r.builtin_kind() == Some("Service") {
         allocate_service_addresses(ctx, &mut obj);
     }
     let created = meta_str(&obj, "name").unwrap_or_default().to_string();
@@ -253,7 +314,10 @@ pub async fn create(ctx: &Ctx<'_>, q: &HashMap<String, String>, body: &[u8], op:
     }
     let key = ctx.r.key(ctx.namespace.as_deref(), &name);
     match ctx.server.store.put_if(&key, encode(&obj), 0).await? {
-        Write::Done(rev) => Ok(with_warnings(json_response(201, &with_rv(obj, rev)), &warnings)),
+        Write::Done(rev) => {
+            ctx.settle(rev).await;
+            Ok(with_warnings(json_response(201, &with_rv(obj, rev)), &warnings))
+        }
         Write::Mismatch(_) => Err(ApiError::already_exists(&ctx.target(&name))),
     }
 }
@@ -396,7 +460,7 @@ fn carry_over(ctx: &Ctx<'_>, old: &Value, new: &mut Value) -> ApiResult<()> {
             ));
         }
     }
-    let spec_changed = old.get("spec") != new.get("spec");
+    let spec_changed = generation_changed(ctx, old, new);
     let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) else {
         return Ok(());
     };
@@ -460,7 +524,10 @@ async fn store_update(ctx: &Ctx<'_>, name: &str, expected: i64, new: Value, dry:
         ctx.server.store.put_if(&key, encode(&new), expected).await?
     };
     match res {
-        Write::Done(rev) => Ok(with_rv(new, rev)),
+        Write::Done(rev) => {
+            ctx.settle(rev).await;
+            Ok(with_rv(new, rev))
+        }
         Write::Mismatch(None) => Err(ApiError::not_found(&ctx.target(name))),
         Write::Mismatch(Some(_)) => Err(ApiError::conflict(&ctx.target(name), MODIFIED)),
     }
@@ -469,11 +536,7 @@ async fn store_update(ctx: &Ctx<'_>, name: &str, expected: i64, new: Value, dry:
 pub async fn update(ctx: &Ctx<'_>, name: &str, q: &HashMap<String, String>, body: &[u8]) -> ApiResult<Response> {
     let mut obj = parse_body(body)?;
     ctx.check_type(&mut obj)?;
-    let warnings = field_validation(
-        ctx,
-        q,
-        crate::openapi::strict_field_errors(ctx.r.group, ctx.r.kind, body),
-    )?;
+    let warnings = field_validation(ctx, q, ctx.body_field_errors(body))?;
     if meta_str(&obj, "name") != Some(name) {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({}) does not match the name on the URL ({name})",
@@ -518,6 +581,14 @@ pub async fn patch(
             format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json; got {content_type:?}"),
         )
     })?;
+    if ctx.r.custom.is_some() && matches!(kind, PatchType::Strategic) {
+        // Custom resources have no Go struct to take patch strategies from, so upstream refuses these.
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        ));
+    }
     let key = ctx.r.key(ctx.namespace.as_deref(), name);
     if matches!(kind, PatchType::Apply) {
         if q.get("fieldManager").is_none_or(|m| m.is_empty()) {
@@ -536,10 +607,12 @@ pub async fn patch(
     for _ in 0..5 {
         let (kv, _) = ctx.server.store.get(&key).await?;
         let kv = kv.ok_or_else(|| ApiError::not_found(&ctx.target(name)))?;
-        let old = decode(&kv.value, kv.mod_revision).ok_or_else(|| ApiError::internal("undecodable stored object"))?;
+        let mut old =
+            decode(&kv.value, kv.mod_revision).ok_or_else(|| ApiError::internal("undecodable stored object"))?;
+        ctx.r.present(&mut old);
         let mut new = patch::apply(&kind, &old, body)?;
         ctx.check_type(&mut new)?;
-        let warnings = field_validation(ctx, q, crate::openapi::unknown_fields(ctx.r.group, ctx.r.kind, &new))?;
+        let warnings = field_validation(ctx, q, ctx.object_field_errors(&new))?;
         let pinned = meta_str(&new, "resourceVersion").map(str::to_string);
         if pinned.as_deref().is_some_and(|rv| rv != kv.mod_revision.to_string()) {
             return Err(ApiError::conflict(&ctx.target(name), MODIFIED));

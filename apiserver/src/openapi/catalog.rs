@@ -87,6 +87,7 @@ fn kind_table() -> Vec<KindSchema> {
         kind::<admissionregistration::v1::ValidatingWebhookConfiguration>(),
         kind::<admissionregistration::v1::MutatingWebhookConfiguration>(),
         kind::<events::v1::Event>(),
+        kind::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(),
     ]
 }
 
@@ -94,6 +95,8 @@ fn kind_table() -> Vec<KindSchema> {
 pub(super) const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
 pub(super) const DELETE_OPTIONS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions";
 pub(super) const PATCH: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
+pub(super) const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+pub(super) const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
 
 pub(crate) struct Catalog {
     schemas: Map<String, Value>,
@@ -253,7 +256,7 @@ fn unrequire(s: &mut Map<String, Value>, field: &str) {
 }
 
 /// `<Kind>List`, shaped like upstream's list schemas.
-fn list_schema(item: &str, list: &str) -> Value {
+pub(super) fn list_schema(item: &str, list: &str) -> Value {
     let (description, items_description) = LISTS
         .iter()
         .find(|(n, _, _)| *n == list)

@@ -8,10 +8,12 @@
 //! once, on first use.
 
 mod catalog;
+mod custom;
 mod markers;
 mod paths;
 pub mod validate;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
@@ -22,7 +24,7 @@ use sha2::{Digest, Sha512};
 use crate::registry::{in_group, GROUPS};
 use catalog::{Catalog, DELETE_OPTIONS, PATCH, STATUS};
 
-pub use validate::{strict_decoding_message, strict_field_errors, unknown_fields, warning_header};
+pub use validate::{duplicate_fields, strict_decoding_message, strict_field_errors, unknown_fields, warning_header};
 
 fn gv_path(group: &str) -> String {
     if group.is_empty() {
@@ -55,16 +57,7 @@ fn documents() -> &'static Documents {
         for g in GROUPS {
             let p = gv_path(g);
             let doc = group_document(g);
-            // Upstream's hash: SHA-512 of the document, upper-case hex; clients cache by URL.
-            let bytes = serde_json::to_vec(&doc).unwrap_or_default();
-            let hash = Sha512::digest(&bytes).iter().fold(String::new(), |mut s, b| {
-                let _ = write!(s, "{b:02X}");
-                s
-            });
-            index.insert(
-                p.clone(),
-                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
-            );
+            index.insert(p.clone(), index_entry(&p, &doc));
             by_path.insert(p, doc);
         }
         Documents {
@@ -74,11 +67,22 @@ fn documents() -> &'static Documents {
     })
 }
 
+/// An entry of the `/openapi/v3` index. Upstream's hash: SHA-512 of the document, upper-case hex; clients
+/// cache by URL.
+fn index_entry(path: &str, doc: &Value) -> Value {
+    let bytes = serde_json::to_vec(doc).unwrap_or_default();
+    let hash = Sha512::digest(&bytes).iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02X}");
+        s
+    });
+    json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")})
+}
+
 fn group_document(group: &str) -> Value {
     let c = catalog();
     let mut paths = Map::new();
     let mut roots = vec![STATUS, DELETE_OPTIONS, PATCH];
-    for r in in_group(group) {
+    for r in in_group(group).into_iter().filter(|r| r.custom.is_none()) {
         let schema = c.kind(r.group, r.version, r.kind);
         let list = c.kind(r.group, r.version, &format!("{}List", r.kind));
         if schema.is_none() {
@@ -96,14 +100,31 @@ fn group_document(group: &str) -> Value {
     })
 }
 
-/// The `/openapi/v3` index.
-pub fn root() -> &'static Value {
-    &documents().root
+/// The `/openapi/v3` index: the built-in groups, then the group versions of custom resources.
+pub fn root() -> Cow<'static, Value> {
+    let custom = custom::group_versions();
+    if custom.is_empty() {
+        return Cow::Borrowed(&documents().root);
+    }
+    let mut root = documents().root.clone();
+    if let Some(paths) = root.get_mut("paths").and_then(Value::as_object_mut) {
+        for (group, version) in custom {
+            let p = format!("apis/{group}/{version}");
+            if let Some(doc) = custom::document(group, version) {
+                paths.insert(p.clone(), index_entry(&p, &doc));
+            }
+        }
+    }
+    Cow::Owned(root)
 }
 
-/// The document for `api/v1` or `apis/<group>/v1` (the `?hash=` query is not part of `path`).
-pub fn group_version(path: &str) -> Option<&'static Value> {
-    documents().by_path.get(path)
+/// The document for `api/v1` or `apis/<group>/<version>` (the `?hash=` query is not part of `path`).
+pub fn group_version(path: &str) -> Option<Cow<'static, Value>> {
+    if let Some(d) = documents().by_path.get(path) {
+        return Some(Cow::Borrowed(d));
+    }
+    let (group, version) = path.strip_prefix("apis/")?.split_once('/')?;
+    custom::document(group, version).map(Cow::Owned)
 }
 
 #[cfg(test)]

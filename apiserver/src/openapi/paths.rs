@@ -186,8 +186,11 @@ pub(super) fn add(paths: &mut Map<String, Value>, r: &Resource, schema: Option<&
         "application/merge-patch+json",
         "application/strategic-merge-patch+json",
     ];
+    // kubectl apply sends a strategic merge patch only where the PATCH operation accepts one; custom
+    // resources take the other three, as upstream publishes them.
     let patch_content: Map<String, Value> = patch_types
         .iter()
+        .filter(|t| r.custom.is_none() || !t.starts_with("application/strategic"))
         .map(|t| ((*t).to_string(), json!({"schema": schema_ref(PATCH)})))
         .collect();
     paths.insert(

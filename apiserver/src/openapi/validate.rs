@@ -28,6 +28,44 @@ pub fn strict_field_errors(group: &str, kind: &str, body: &[u8]) -> Vec<String> 
     }
 }
 
+/// Duplicate fields of a JSON request body in document order (`duplicate field "spec.replicas"`), whatever
+/// the schema: for custom resources, whose unknown fields their structural schema finds.
+pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
+    fn walk(node: &Raw, path: &mut String, out: &mut Vec<String>) {
+        match node {
+            Raw::Object(entries) => {
+                let mut seen = HashSet::new();
+                for (k, v) in entries {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
+                    if !seen.insert(k.as_str()) {
+                        out.push(format!("duplicate field {}", quote(path)));
+                    }
+                    walk(v, path, out);
+                    path.truncate(len);
+                }
+            }
+            Raw::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    walk(v, path, out);
+                    path.truncate(len);
+                }
+            }
+            Raw::Scalar => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(raw) = serde_json::from_slice::<Raw>(body) {
+        walk(&raw, &mut String::new(), &mut out);
+    }
+    out
+}
+
 /// The message of the 400 BadRequest for `fieldValidation=Strict`, e.g.
 /// `Pod in version "v1" cannot be handled as a Pod: strict decoding error: unknown field "spec.foo"`.
 pub fn strict_decoding_message(kind: &str, version: &str, errors: &[String]) -> String {
@@ -296,6 +334,14 @@ mod tests {
             ]
         );
         assert!(strict_field_errors("apps", "Deployment", b"{not json").is_empty());
+        let cr = br#"{"spec":{"size":"a","size":"b","items":[{"x":1,"x":2}]}}"#;
+        assert_eq!(
+            duplicate_fields(cr),
+            vec![
+                "duplicate field \"spec.size\"".to_string(),
+                "duplicate field \"spec.items[0].x\"".to_string(),
+            ]
+        );
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! and generation rules. Table columns are in `table.rs`.
 
 mod cells;
+pub mod dynamic;
+mod jsonpath;
 mod kinds;
 pub mod table;
 
 use serde_json::{json, Map, Value};
+
+pub use dynamic::{Custom, PrinterColumn, ScalePaths};
 
 use crate::error::ApiError;
 
@@ -38,6 +42,8 @@ pub enum Printer {
     /// Name and Created At: limit ranges, roles and cluster roles.
     CreatedAt,
     RoleBinding,
+    /// A custom resource: Name and its CRD's `additionalPrinterColumns`.
+    Custom,
 }
 
 #[derive(Debug)]
@@ -55,6 +61,8 @@ pub struct Resource {
     pub printer: Printer,
     /// Bumps metadata.generation when the spec changes (workloads).
     pub has_generation: bool,
+    /// Set for custom resources served from a CustomResourceDefinition (`dynamic.rs`).
+    pub custom: Option<Box<Custom>>,
 }
 
 macro_rules! res {
@@ -71,6 +79,7 @@ macro_rules! res {
             etcd_dir: $dir,
             printer: Printer::$pr,
             has_generation: $gen,
+            custom: None,
         }
     };
 }
@@ -336,6 +345,18 @@ pub static RESOURCES: &[Resource] = &[
     ),
     res!(RBAC, "Role", "roles", "role", true, NONE, NONE, "roles", CreatedAt, false),
     res!(
+        APIEXTENSIONS,
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        false,
+        &["crd", "crds"],
+        &["api-extensions"],
+        "apiextensions.k8s.io/customresourcedefinitions",
+        CreatedAt,
+        true
+    ),
+    res!(
         "coordination.k8s.io",
         "Lease",
         "leases",
@@ -362,27 +383,66 @@ pub static RESOURCES: &[Resource] = &[
 ];
 
 const RBAC: &str = "rbac.authorization.k8s.io";
+pub const APIEXTENSIONS: &str = "apiextensions.k8s.io";
 
-/// Groups in discovery order: kube-apiserver sorts `/apis` by its group priority (apps 17800, batch 17400,
-/// policy 17100, rbac 17000, coordination 16500, discovery 16200).
+/// Built-in groups in discovery order: kube-apiserver sorts `/apis` by its group priority (apps 17800,
+/// batch 17400, policy 17100, rbac 17000, apiextensions 16700, coordination 16500, discovery 16200).
+/// Groups of custom resources follow (`groups()`).
 pub const GROUPS: &[&str] = &[
     "",
     "apps",
     "batch",
     "policy",
     RBAC,
+    APIEXTENSIONS,
     "coordination.k8s.io",
     "discovery.k8s.io",
 ];
 
+/// A built-in resource or a custom resource currently served.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .or_else(|| dynamic::find(group, version, plural))
 }
 
-pub fn in_group(group: &str) -> impl Iterator<Item = &'static Resource> + '_ {
-    RESOURCES.iter().filter(move |r| r.group == group)
+/// The resources of `group` (all its versions), built-in and custom.
+pub fn in_group(group: &str) -> Vec<&'static Resource> {
+    let mut out: Vec<&'static Resource> = RESOURCES.iter().filter(|r| r.group == group).collect();
+    out.extend(dynamic::all().into_iter().filter(|r| r.group == group));
+    out
+}
+
+/// Every resource served now: the built-in table, then the custom resources.
+pub fn all() -> Vec<&'static Resource> {
+    let mut out: Vec<&'static Resource> = RESOURCES.iter().collect();
+    out.extend(dynamic::all());
+    out
+}
+
+/// Every group in discovery order: the built-in ones, then those of custom resources by name (upstream
+/// gives CRD groups a priority below every built-in group and orders them by name).
+pub fn groups() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = GROUPS.to_vec();
+    let mut custom: Vec<&'static str> = dynamic::all()
+        .into_iter()
+        .map(|r| r.group)
+        .filter(|g| !GROUPS.contains(g))
+        .collect();
+    custom.sort_unstable();
+    custom.dedup();
+    out.extend(custom);
+    out
+}
+
+/// The versions of `group`, preferred first (upstream's version priority: GA > beta > alpha, higher
+/// numbers first, then other names alphabetically).
+pub fn versions(group: &str) -> Vec<&'static str> {
+    let mut vs: Vec<&'static str> = in_group(group).into_iter().map(|r| r.version).collect();
+    vs.sort_by(|a, b| dynamic::version_order(a, b));
+    vs.dedup();
+    vs
 }
 
 impl Resource {
@@ -422,6 +482,9 @@ impl Resource {
 
     /// Kinds whose status is written only through `/status` (and kept as stored on the main resource).
     pub fn has_status_subresource(&self) -> bool {
+        if let Some(c) = &self.custom {
+            return c.status;
+        }
         matches!(
             self.kind,
             "Namespace"
@@ -442,13 +505,46 @@ impl Resource {
         )
     }
 
-    /// Upstream's registries that answer a finished DELETE with the object rather than a Status.
-    pub fn returns_deleted_object(&self) -> bool {
-        matches!(self.kind, "Pod" | "Service" | "Namespace")
+    /// Whether the resource has the `scale` subresource (autoscaling/v1 Scale).
+    pub fn has_scale(&self) -> bool {
+        match &self.custom {
+            Some(c) => c.scale.is_some(),
+            None => matches!(self.kind, "Deployment" | "ReplicaSet" | "StatefulSet"),
+        }
     }
 
-    /// Fills the defaults upstream's defaulters set for the fields clients read back.
+    /// Shows a stored custom resource as this version: upstream's `None` conversion only changes
+    /// apiVersion. Built-in objects are left alone.
+    pub fn present(&self, obj: &mut Value) {
+        if self.custom.is_some() {
+            if let Some(o) = obj.as_object_mut() {
+                o.insert("apiVersion".into(), Value::String(self.api_version()));
+            }
+        }
+    }
+
+    /// The built-in kind this resource is, or None for a custom resource (whose kind may well be spelled
+    /// like a built-in one in another group: kind-specific strategies must not apply to it).
+    pub fn builtin_kind(&self) -> Option<&'static str> {
+        self.custom.is_none().then_some(self.kind)
+    }
+
+    /// Upstream's registries that answer a finished DELETE with the object rather than a Status.
+    pub fn returns_deleted_object(&self) -> bool {
+        matches!(self.builtin_kind(), Some("Pod" | "Service" | "Namespace"))
+    }
+
+    /// Fills the defaults upstream's defaulters set for the fields clients read back. For a custom resource:
+    /// prunes the fields its schema does not know and applies the schema's defaults.
     pub fn default_object(&self, obj: &mut Value) {
+        if let Some(c) = &self.custom {
+            c.prune_and_default(obj);
+            return;
+        }
+        if self.kind == "CustomResourceDefinition" {
+            crate::crd::default_crd(obj);
+            return;
+        }
         let Some(o) = obj.as_object_mut() else { return };
         match self.kind {
             "Namespace" => {
@@ -519,6 +615,25 @@ impl Resource {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let mut causes = Vec::new();
+        if let Some(c) = &self.custom {
+            if name.is_empty() {
+                causes.push((
+                    "metadata.name".to_string(),
+                    "Required value: name or generateName is required".to_string(),
+                ));
+            } else if let Some(why) = dns1123(name, false) {
+                causes.push(("metadata.name".to_string(), format!("Invalid value: \"{name}\": {why}")));
+            }
+            causes.extend(c.validate(obj));
+            return if causes.is_empty() {
+                Ok(())
+            } else {
+                Err(ApiError::invalid(self.kind, self.group, name, causes))
+            };
+        }
+        if self.kind == "CustomResourceDefinition" {
+            return crate::crd::validate_crd(obj);
+        }
         if name.is_empty() {
             causes.push((
                 "metadata.name".to_string(),
@@ -557,6 +672,12 @@ impl Resource {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let mut causes = Vec::new();
+        if self.custom.is_some() {
+            return Ok(());
+        }
+        if self.kind == "CustomResourceDefinition" {
+            return crate::crd::validate_crd_update(old, new);
+        }
         kinds::validate_update(self.kind, old, new, &mut causes);
         if causes.is_empty() {
             Ok(())

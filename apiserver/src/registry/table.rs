@@ -10,7 +10,7 @@ type Col = (&'static str, &'static str, u8);
 fn columns(p: Printer) -> &'static [Col] {
     use Printer::*;
     match p {
-        NameAge => &[("Name", "string", 0), ("Age", "string", 0)],
+        NameAge | Custom => &[("Name", "string", 0), ("Age", "string", 0)],
         Pod => &[
             ("Name", "string", 0),
             ("Ready", "string", 0),
@@ -186,6 +186,9 @@ fn columns(p: Printer) -> &'static [Col] {
 }
 
 pub fn column_definitions(r: &Resource) -> Value {
+    if let Some(c) = &r.custom {
+        return super::jsonpath::column_definitions(c);
+    }
     Value::Array(
         columns(r.printer)
             .iter()
@@ -210,7 +213,11 @@ pub fn table(r: &Resource, objects: &[Value], list_meta: Value, with_columns: bo
 pub fn row(r: &Resource, o: &Value) -> Value {
     let meta = o.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let object = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta});
-    json!({"cells": cells(r.printer, o), "object": object})
+    let cells = match &r.custom {
+        Some(c) => super::jsonpath::cells(c, o),
+        None => cells(r.printer, o),
+    };
+    json!({"cells": cells, "object": object})
 }
 
 pub(super) fn s<'a>(o: &'a Value, ptr: &str) -> &'a str {
@@ -433,6 +440,8 @@ fn cells(p: Printer, o: &Value) -> Vec<Value> {
         | Printer::ControllerRevision
         | Printer::CreatedAt
         | Printer::RoleBinding => super::cells::cells(p, o),
+        // Custom resources are printed from their CRD's columns (`custom_cells`).
+        Printer::Custom => vec![name, json!(age(o))],
     }
 }
 
