@@ -284,8 +284,52 @@ fn row<'a>(table: &'a str, name: &str) -> Vec<&'a str> {
 
 #[test]
 fn custom_resources_with_kubectl() {
-    let s = Server::start();
+    crd_suite(&Server::start());
+}
 
+/// The same suite with the API server on Debian's etcd 3.4.23 instead of its embedded store.
+#[test]
+fn custom_resources_on_debian_etcd() {
+    let etcd = Etcd::start();
+    crd_suite(&Server::start_on(Some(&etcd.url)));
+}
+
+/// Debian's etcd on private ports and a temporary data dir; killed on drop.
+struct Etcd {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let bin = std::env::var("RUDDER_E2E_ETCD").unwrap_or_else(|_| "/usr/bin/etcd".into());
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("http://127.0.0.1:{}", free_port());
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+        let child = Command::new(bin)
+            .args(["--name", "crd", "--data-dir"])
+            .arg(dir.path().join("etcd"))
+            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("crd={peer}")])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        Etcd { child, url, _dir: dir }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn crd_suite(s: &Server) {
     // The CRD: created, established by the server, and in discovery.
     let out = s.ok_in(&["apply", "-f", "-"], WIDGETS);
     assert!(
