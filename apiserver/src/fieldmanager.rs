@@ -397,49 +397,35 @@ pub fn apply(
         .iter()
         .filter(|p| !set.iter().any(|q| q.len() > p.len() && q.starts_with(p)))
         .collect();
-    let mut conflicts = Vec::new();
-    // Upstream lets `kubectl apply --server-side` (manager "kubectl") take over fields an earlier
-    // client-side apply set, when they are all in its last-applied-configuration: the switch from
-    // client-side to server-side apply then does not conflict (kubectl moves the ownership afterwards).
-    let taken_over = (w.manager == "kubectl" && !force)
-        .then(|| last_applied_fields(live))
-        .flatten();
-    let mut candidates: Vec<&Path> = Vec::new();
-    for e in &entries {
+    // Fields the applier would change that another manager owns: (entry, path).
+    let mut contested: Vec<(usize, &Path)> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
         if e.same_owner(w.manager, "Apply", w.subresource) {
             continue;
         }
         for p in &leaves {
             if e.fields.contains(*p) && value_at(applied, p) != value_at(live, p) {
-                candidates.push(p);
+                contested.push((i, p));
             }
         }
     }
+    // Upstream lets `kubectl apply --server-side` (manager "kubectl") take over fields an earlier
+    // client-side apply set, when they are all in its last-applied-configuration: the switch from
+    // client-side to server-side apply then does not conflict (kubectl moves the ownership afterwards).
     let force = force
-        || (!candidates.is_empty()
-            && taken_over
-                .as_ref()
-                .is_some_and(|allowed| candidates.iter().all(|p| allowed.contains(*p))));
-    for e in &mut entries {
-        if e.same_owner(w.manager, "Apply", w.subresource) {
-            continue;
-        }
-        let mut lost = Vec::new();
-        for p in &leaves {
-            if e.fields.contains(*p) && value_at(applied, p) != value_at(live, p) {
-                if force {
-                    lost.push((*p).clone());
-                } else {
-                    conflicts.push(Conflict {
-                        manager: e.manager.clone(),
-                        api_version: e.api_version.clone(),
-                        path: display_path(p),
-                    });
-                }
-            }
-        }
-        for p in lost {
-            e.fields.remove(&p);
+        || (!contested.is_empty()
+            && w.manager == "kubectl"
+            && last_applied_fields(live).is_some_and(|allowed| contested.iter().all(|(_, p)| allowed.contains(*p))));
+    let mut conflicts = Vec::new();
+    for (i, p) in contested {
+        if force {
+            entries[i].fields.remove(p);
+        } else {
+            conflicts.push(Conflict {
+                manager: entries[i].manager.clone(),
+                api_version: entries[i].api_version.clone(),
+                path: display_path(p),
+            });
         }
     }
     if !conflicts.is_empty() {

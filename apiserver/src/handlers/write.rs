@@ -603,6 +603,11 @@ pub async fn patch(
             return create(ctx, q, body, "Apply").await;
         }
     }
+    // The applied configuration, for field ownership.
+    let applied = match kind {
+        PatchType::Apply => Some(parse_body(body)?),
+        _ => None,
+    };
     // The server retries its own read-modify-write when another writer got in between, as upstream does.
     for _ in 0..5 {
         let (kv, _) = ctx.server.store.get(&key).await?;
@@ -623,10 +628,6 @@ pub async fn patch(
         carry_over(ctx, &old, &mut new)?;
         ctx.r.default_object(&mut new);
         ctx.r.validate_update(&old, &new)?;
-        let applied = match kind {
-            PatchType::Apply => Some(parse_body(body)?),
-            _ => None,
-        };
         let new = ctx.manage_fields(q, &old, new, applied.as_ref(), name)?;
         match store_update(ctx, name, kv.mod_revision, new, dry_run(q)).await {
             Err(ApiError::Status { code: 409, .. }) if pinned.is_none() => continue,
