@@ -113,12 +113,14 @@ impl StoreNode {
         let raft_config = openraft::Config {
             cluster_name: config.initial_cluster_token.clone(),
             heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
-            // openraft's followers refuse votes for election_timeout_max after the last heartbeat (its
-            // leader lease), and a candidate's timer fires in [min, max): with etcd's [T, 2T) the first
-            // election after a leader dies always fails. [T/2, T) makes the second attempt land in
-            // [T, 2T) after the failure, which is when etcd's first attempt lands.
-            election_timeout_min: config.election_timeout.as_millis() as u64 / 2,
-            election_timeout_max: config.election_timeout.as_millis() as u64,
+            // openraft starts an election once `lease + timer` has passed since the leader was last heard,
+            // with lease = election_timeout_max and timer drawn from [min, max), and voters refuse until
+            // their own lease (max) has run out. [T/4, 3T/4) therefore puts the first election at
+            // [T, 1.5T) after the leader went quiet and it succeeds; etcd's first election lands in
+            // [T, 2T). The 500 ms spread is far wider than a loopback or LAN round trip, so split votes
+            // stay rare. (`--election-timeout` >= 5 heartbeats, so min > heartbeat as openraft requires.)
+            election_timeout_min: config.election_timeout.as_millis() as u64 / 4,
+            election_timeout_max: config.election_timeout.as_millis() as u64 * 3 / 4,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count.max(1)),
             // etcd keeps 5,000 entries after a snapshot for slow followers to catch up from.
             max_in_snapshot_log_to_keep: config.snapshot_count.min(5_000),
@@ -129,12 +131,14 @@ impl StoreNode {
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let log_store =
             LogStore::new(db.clone(), bugs.ack_before_fsync).map_err(|e| StartError::Recover(e.to_string()))?;
+        let inline_sync = log_store.inline_sync_switch();
         let sm = StateMachine::new(applier.clone());
         let network = Network { peers: peers.clone() };
         let raft = Raft::new(identity.member_id, Arc::new(raft_config), network, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
+        tokio::spawn(track_inline_sync(raft.server_metrics(), inline_sync));
         let removed = tokio::sync::watch::channel(false).0;
         // Peers must reach this member before it can take part in an election.
         let peer_listeners = crate::server::bind(&config.listen_peer_urls)
@@ -204,6 +208,12 @@ impl StoreNode {
             config,
         });
         node.wait_for_leader(Duration::from_secs(60)).await?;
+        // The committed position is not persisted (saving it was a RocksDB write in openraft's core on
+        // every commit). The state machine is in RocksDB and survives a crash, but after a power loss it
+        // may be behind the durable log: wait until what the cluster committed is applied again.
+        if let Err(e) = node.raft.wait_for_recovery(Some(Duration::from_secs(10))).await {
+            tracing::warn!(error = %e, "state machine not yet caught up with the cluster's commit; serving anyway");
+        }
         // Like etcd, publish this member's name and client URLs before serving clients, so member list
         // shows them; a joining member that cannot yet reach the leader keeps trying in the background.
         if tokio::time::timeout(Duration::from_secs(10), publish_self(Arc::downgrade(&node)))
@@ -550,9 +560,30 @@ async fn publish_self(node: std::sync::Weak<StoreNode>) {
     }
 }
 
+/// Lets the log store sync idle appends inline unless this member leads others (see `log_store`).
+async fn track_inline_sync(
+    mut metrics: openraft::type_config::alias::WatchReceiverOf<
+        crate::raft::TypeConfig,
+        openraft::metrics::RaftServerMetrics<crate::raft::TypeConfig>,
+    >,
+    inline: Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        let allowed = {
+            let m = metrics.borrow_watched();
+            m.state != ServerState::Leader || m.membership_config.nodes().count() <= 1
+        };
+        inline.store(allowed, std::sync::atomic::Ordering::Relaxed);
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// A member the cluster removed stops serving, as etcd does.
 async fn watch_removal(node: std::sync::Weak<StoreNode>) {
-    let Some(mut metrics) = node.upgrade().map(|n| n.raft.metrics()) else {
+    // Server metrics change with leadership and membership only, not with every write.
+    let Some(mut metrics) = node.upgrade().map(|n| n.raft.server_metrics()) else {
         return;
     };
     // A joining member first sees memberships older than its own addition (from a snapshot): only a
@@ -562,13 +593,12 @@ async fn watch_removal(node: std::sync::Weak<StoreNode>) {
         let gone = {
             let m = metrics.borrow_watched();
             let me = m.id;
-            let present = m.membership_config.nodes().any(|(id, _)| *id == me);
-            seen_self |= present;
-            // The membership in the metrics is the newest appended one; only once it is applied (so
-            // committed) is the removal final. Stopping earlier could leave the change half done.
-            let applied = m.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
-            let committed = m.membership_config.log_id().as_ref().map(|l| l.index).unwrap_or(0) <= applied;
-            seen_self && !present && committed
+            let in_effective = m.membership_config.nodes().any(|(id, _)| *id == me);
+            let in_committed = m.committed_membership_config.nodes().any(|(id, _)| *id == me);
+            seen_self |= in_effective || in_committed;
+            // Only once the membership without us is committed is the removal final; stopping
+            // earlier could leave the change half done.
+            seen_self && !in_effective && !in_committed
         };
         if gone {
             // Like etcd, stop a little later so the answer to the request that removed us (possibly
@@ -616,7 +646,7 @@ async fn expire_leases(node: std::sync::Weak<StoreNode>) {
 /// A member that becomes leader restarts every lease's clock, so leases survive leader changes.
 async fn refresh_leases_on_leadership(node: std::sync::Weak<StoreNode>) {
     // Server metrics change with leadership and membership only, not with every write.
-    let Some(mut metrics) = node.upgrade().map(|n| n.raft.metrics()) else {
+    let Some(mut metrics) = node.upgrade().map(|n| n.raft.server_metrics()) else {
         return;
     };
     let mut was_leader = false;

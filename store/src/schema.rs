@@ -16,7 +16,6 @@ pub const ALL_CFS: &[&str] = &[CF_RAFT_LOG, CF_RAFT_META, CF_KV, CF_META, CF_LEA
 
 pub const META_VOTE: &[u8] = b"vote";
 pub const META_LAST_PURGED: &[u8] = b"last_purged_log_id";
-pub const META_COMMITTED: &[u8] = b"committed_log_id";
 
 pub const META_APPLIED: &[u8] = b"applied_log_id";
 pub const META_MEMBERSHIP: &[u8] = b"membership";

@@ -3,12 +3,20 @@
 //! `append` writes entries into the WAL and returns at once (they are readable); a single flusher thread
 //! fsyncs the WAL and then completes every append that was waiting, so many writes share one fsync. An
 //! entry is reported durable, and therefore can be acknowledged, only after the fsync that covers it.
+//!
+//! When the log is idle (no fsync in flight and nothing appended for a while) `append` syncs inline
+//! instead: a lone write then skips two thread hand-offs (to the flusher and back to openraft's core),
+//! and under load appends arrive back to back and still share the flusher's fsyncs. A leader with
+//! followers never syncs inline: openraft replicates an entry only after `append` returns, and the
+//! leader's fsync should overlap the followers' rather than precede them.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
@@ -16,12 +24,22 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use super::{decode, encode, Entry, LogId, TypeConfig, Vote};
 use crate::backend;
-use crate::schema::{CF_RAFT_LOG, CF_RAFT_META, META_COMMITTED, META_LAST_PURGED, META_VOTE};
+use crate::schema::{CF_RAFT_LOG, CF_RAFT_META, META_LAST_PURGED, META_VOTE};
+
+/// An append this long after the previous one returned, with no fsync in flight, syncs inline. Appends
+/// queued behind a sync arrive within microseconds of it, so they take the flusher and group.
+const IDLE_GAP: Duration = Duration::from_micros(100);
 
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+    /// Appends handed to the flusher and not yet completed.
+    in_flight: Arc<AtomicUsize>,
+    /// When the previous `append` returned (per handle: only openraft's core appends).
+    last_append: Option<Instant>,
+    /// Whether an idle append may sync inline (see the module docs); kept current by the node.
+    inline_sync: Arc<AtomicBool>,
     /// UNSAFE test-only bug injection (`ack-before-fsync`): appends are reported durable at once.
     unsafe_ack_before_fsync: bool,
 }
@@ -41,6 +59,8 @@ impl LogStore {
         backend::cf(&db, CF_RAFT_META)?;
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
         let flush_db = db.clone();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let flushing = in_flight.clone();
         std::thread::Builder::new()
             .name("raft-log-fsync".into())
             .spawn(move || {
@@ -51,16 +71,27 @@ impl LogStore {
                         waiting.push(more);
                     }
                     let res = flush_db.flush_wal(true).map_err(io_err);
+                    let n = waiting.len();
                     for cb in waiting {
                         cb.io_completed(res.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.to_string())));
                     }
+                    flushing.fetch_sub(n, Ordering::AcqRel);
                 }
             })?;
         Ok(LogStore {
             db,
             flusher: tx,
+            in_flight,
+            last_append: None,
+            inline_sync: Arc::new(AtomicBool::new(false)),
             unsafe_ack_before_fsync,
         })
+    }
+
+    /// The switch for inline syncs of idle appends, for the node to set while it is a single member or
+    /// a follower (and to clear while it leads other members).
+    pub fn inline_sync_switch(&self) -> Arc<AtomicBool> {
+        self.inline_sync.clone()
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -139,14 +170,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.put_meta(META_VOTE, vote, true)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
-        self.put_meta(META_COMMITTED, &committed, false)
-    }
-
-    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
-        Ok(self.meta::<Option<LogId>>(META_COMMITTED)?.flatten())
-    }
-
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
@@ -164,9 +187,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.io_completed(Ok(()));
             return Ok(());
         }
-        self.flusher
-            .send(callback)
-            .map_err(|_| io::Error::other("log flusher stopped"))
+        let now = Instant::now();
+        let idle = self.inline_sync.load(Ordering::Relaxed)
+            && self.in_flight.load(Ordering::Acquire) == 0
+            && self.last_append.is_none_or(|t| now.duration_since(t) >= IDLE_GAP);
+        let res = if idle {
+            callback.io_completed(self.db.flush_wal(true).map_err(io_err));
+            Ok(())
+        } else {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            self.flusher.send(callback).map_err(|_| {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                io::Error::other("log flusher stopped")
+            })
+        };
+        self.last_append = Some(Instant::now());
+        res
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {

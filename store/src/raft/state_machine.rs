@@ -70,18 +70,29 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
-        let (last_log_id, last_membership) = self.read_applied()?;
         let db = self.applier.mvcc.db().clone();
-        let rows = tokio::task::spawn_blocking(move || -> io::Result<Vec<Row>> {
+        // openraft builds snapshots while entries keep being applied: the position and membership must
+        // come from the same RocksDB snapshot as the rows, or a follower installing it would apply the
+        // entries after the recorded position a second time.
+        let (last_log_id, last_membership, rows) = tokio::task::spawn_blocking(move || -> io::Result<_> {
             let snap = db.snapshot();
-            let mut rows = Vec::new();
+            let meta = backend::cf(&db, CF_META)?;
+            let last_log_id = match snap.get_cf(meta, META_APPLIED).map_err(io_err)? {
+                Some(raw) => Some(decode::<LogId>(&raw)?),
+                None => None,
+            };
+            let last_membership = match snap.get_cf(meta, META_MEMBERSHIP).map_err(io_err)? {
+                Some(raw) => decode::<StoredMembership>(&raw)?,
+                None => StoredMembership::default(),
+            };
+            let mut rows: Vec<Row> = Vec::new();
             for (i, name) in STATE_CFS.iter().enumerate() {
                 for item in snap.iterator_cf(backend::cf(&db, name)?, IteratorMode::Start) {
                     let (k, v) = item.map_err(io_err)?;
                     rows.push((i as u8, k.to_vec(), v.to_vec()));
                 }
             }
-            Ok(rows)
+            Ok((last_log_id, last_membership, rows))
         })
         .await
         .map_err(io_err)??;
