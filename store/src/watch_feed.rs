@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rudder_proto::mvccpb::Event;
+use rudder_proto::mvccpb::{event::EventType, Event};
 
 use crate::apply::EventSink;
 use crate::config::DROP_WATCH_EVENT_EVERY;
@@ -30,11 +30,30 @@ impl EventHistory for MvccHistory {
     }
 }
 
-pub struct HubSink(pub WatchHub);
+/// Fills the `prev_kv` of put events the apply path left empty (see `WriteTxn::put`). A failed read
+/// leaves it empty and is logged: the write itself is already committed.
+fn fill_prev_kv(mvcc: &Mvcc, events: &mut [Event]) {
+    for ev in events.iter_mut() {
+        if ev.r#type != EventType::Put as i32 || ev.prev_kv.is_some() {
+            continue;
+        }
+        let Some(kv) = &ev.kv else { continue };
+        match mvcc.previous_value(&kv.key, kv.mod_revision) {
+            Ok(prev) => ev.prev_kv = prev,
+            Err(e) => tracing::warn!(revision = kv.mod_revision, error = %e, "reading prev_kv for a watch event"),
+        }
+    }
+}
+
+pub struct HubSink {
+    pub hub: WatchHub,
+    pub mvcc: Arc<Mvcc>,
+}
 
 impl EventSink for HubSink {
     fn publish(&self, revision: i64, events: Vec<Event>) {
-        self.0.publish(Arc::new(RevisionEvents { revision, events }));
+        self.hub
+            .publish_filling(RevisionEvents { revision, events }, |evs| fill_prev_kv(&self.mvcc, evs));
     }
 }
 
@@ -43,13 +62,15 @@ impl EventSink for HubSink {
 /// at start-up instead of [`HubSink`], so the normal sink pays nothing for it.
 pub struct LossyHubSink {
     hub: WatchHub,
+    mvcc: Arc<Mvcc>,
     published: AtomicU64,
 }
 
 impl LossyHubSink {
-    pub fn new(hub: WatchHub) -> Self {
+    pub fn new(hub: WatchHub, mvcc: Arc<Mvcc>) -> Self {
         LossyHubSink {
             hub,
+            mvcc,
             published: AtomicU64::new(0),
         }
     }
@@ -65,6 +86,7 @@ impl EventSink for LossyHubSink {
         } else {
             events
         };
-        self.hub.publish(Arc::new(RevisionEvents { revision, events }));
+        self.hub
+            .publish_filling(RevisionEvents { revision, events }, |evs| fill_prev_kv(&self.mvcc, evs));
     }
 }

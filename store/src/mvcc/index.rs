@@ -12,9 +12,25 @@ pub struct Change {
     pub tombstone: bool,
 }
 
+/// A live key's current life, what a put needs of the previous version (etcd's keyIndex generation
+/// keeps the same): kept here so a plain put never reads the previous value from storage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Live {
+    pub created: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+#[derive(Default, Debug, Clone)]
+struct KeyLife {
+    changes: Vec<Change>,
+    /// The newest change's life; `None` after a delete.
+    live: Option<Live>,
+}
+
 #[derive(Default, Debug, Clone)]
 pub struct KeyIndex {
-    keys: BTreeMap<Vec<u8>, Vec<Change>>,
+    keys: BTreeMap<Vec<u8>, KeyLife>,
 }
 
 type Bounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
@@ -75,16 +91,23 @@ impl KeyIndex {
         self.keys.is_empty()
     }
 
-    pub fn record(&mut self, key: &[u8], rev: Revision, tombstone: bool) {
-        let changes = match self.keys.get_mut(key) {
+    /// Records a change, in revision order; `live` is the key's life after it (`None` for a delete).
+    pub fn record(&mut self, key: &[u8], rev: Revision, tombstone: bool, live: Option<Live>) {
+        let life = match self.keys.get_mut(key) {
             Some(c) => c,
             None => self.keys.entry(key.to_vec()).or_default(),
         };
-        changes.push(Change { rev, tombstone });
+        life.changes.push(Change { rev, tombstone });
+        life.live = if tombstone { None } else { live };
     }
 
     pub fn get(&self, key: &[u8], at: i64) -> Option<Revision> {
-        self.keys.get(key).and_then(|c| live_at(c, at))
+        self.keys.get(key).and_then(|c| live_at(&c.changes, at))
+    }
+
+    /// The key's current life, if it is live now.
+    pub fn live(&self, key: &[u8]) -> Option<Live> {
+        self.keys.get(key).and_then(|c| c.live)
     }
 
     /// Keys live at `at` inside the range, in key order, with their revision.
@@ -95,14 +118,14 @@ impl KeyIndex {
         Box::new(
             self.keys
                 .range::<[u8], _>((lo, hi))
-                .filter_map(move |(k, c)| live_at(c, at).map(|r| (k.as_slice(), r))),
+                .filter_map(move |(k, c)| live_at(&c.changes, at).map(|r| (k.as_slice(), r))),
         )
     }
 
     /// The newest live revision of `key` strictly before `rev` inside the same life of the key
     /// (none if the key was deleted or did not exist just before `rev`): the event's `prev_kv`.
     pub fn previous(&self, key: &[u8], rev: Revision) -> Option<Revision> {
-        let changes = self.keys.get(key)?;
+        let changes = &self.keys.get(key)?.changes;
         let idx = changes.partition_point(|c| c.rev < rev);
         if idx == 0 {
             return None;
@@ -115,7 +138,8 @@ impl KeyIndex {
     /// deletes the same revisions from storage.
     pub fn compact(&mut self, at: i64) -> Vec<Change> {
         let mut removed = Vec::new();
-        self.keys.retain(|_, changes| {
+        self.keys.retain(|_, life| {
+            let changes = &mut life.changes;
             let idx = changes.partition_point(|c| c.rev.main <= at);
             if idx == 0 {
                 return true;
@@ -140,10 +164,10 @@ mod tests {
     #[test]
     fn get_and_range_at_revisions() {
         let mut ix = KeyIndex::default();
-        ix.record(b"a", r(2), false);
-        ix.record(b"b", r(3), false);
-        ix.record(b"a", r(4), true);
-        ix.record(b"a", r(5), false);
+        ix.record(b"a", r(2), false, None);
+        ix.record(b"b", r(3), false, None);
+        ix.record(b"a", r(4), true, None);
+        ix.record(b"a", r(5), false, None);
         assert_eq!(ix.get(b"a", 1), None);
         assert_eq!(ix.get(b"a", 3), Some(r(2)));
         assert_eq!(ix.get(b"a", 4), None);
@@ -160,10 +184,10 @@ mod tests {
     #[test]
     fn compaction_keeps_what_reads_can_see() {
         let mut ix = KeyIndex::default();
-        ix.record(b"a", r(2), false);
-        ix.record(b"a", r(3), false);
-        ix.record(b"b", r(4), false);
-        ix.record(b"b", r(5), true);
+        ix.record(b"a", r(2), false, None);
+        ix.record(b"a", r(3), false, None);
+        ix.record(b"b", r(4), false, None);
+        ix.record(b"b", r(5), true, None);
         let removed = ix.compact(5);
         assert_eq!(removed.len(), 3);
         assert_eq!(ix.get(b"a", 5), Some(r(3)));

@@ -7,7 +7,7 @@ use prost::Message;
 use rocksdb::{IteratorMode, DB};
 use rudder_proto::mvccpb::{event::EventType, Event, KeyValue};
 
-use super::index::{Change, KeyIndex, KeyRange};
+use super::index::{Change, KeyIndex, KeyRange, Live};
 use super::revision::Revision;
 use crate::backend::{self, BackendError};
 use crate::schema::{CF_KV, CF_META, META_FINISHED_COMPACT, META_REVISION};
@@ -111,7 +111,12 @@ impl Mvcc {
                 return Err(MvccError::Storage("malformed revision key in history".into()));
             };
             let kv = KeyValue::decode(&*v).map_err(|e| MvccError::Storage(format!("decoding history: {e}")))?;
-            index.record(&kv.key, rev, tombstone);
+            let live = Live {
+                created: kv.create_revision,
+                version: kv.version,
+                lease: kv.lease,
+            };
+            index.record(&kv.key, rev, tombstone, Some(live));
             if tombstone || kv.lease == 0 {
                 leases.remove(&kv.key);
             } else {
@@ -209,11 +214,31 @@ impl Mvcc {
             .map_err(|e| MvccError::Storage(format!("decoding key value: {e}")))
     }
 
+    /// The key's current life (create revision, version, lease) if it is live, without reading storage.
+    pub fn live(&self, key: &[u8]) -> Option<Live> {
+        self.state.read().index.live(key)
+    }
+
+    /// The value `key` had just before main revision `main` (its `prev_kv` in an event of `main`), if
+    /// it was live then and that version is not compacted away.
+    pub fn previous_value(&self, key: &[u8], main: i64) -> Result<Option<KeyValue>, MvccError> {
+        let Some(rev) = self.state.read().index.previous(key, Revision::new(main, 0)) else {
+            return Ok(None);
+        };
+        let cf = backend::cf(&self.db, CF_KV)?;
+        match self.db.get_cf(cf, rev.to_key(false))? {
+            Some(raw) => KeyValue::decode(raw.as_slice())
+                .map(Some)
+                .map_err(|e| MvccError::Storage(format!("decoding key value: {e}"))),
+            None => Ok(None),
+        }
+    }
+
     /// Makes a committed write visible to readers. Called by the apply path after the batch is written.
-    pub(crate) fn publish(&self, revision: i64, changes: &[(Vec<u8>, Change)]) {
+    pub(crate) fn publish(&self, revision: i64, changes: &[(Vec<u8>, Change, Option<Live>)]) {
         let mut state = self.state.write();
-        for (key, c) in changes {
-            state.index.record(key, c.rev, c.tombstone);
+        for (key, c, live) in changes {
+            state.index.record(key, c.rev, c.tombstone, *live);
         }
         state.current = state.current.max(revision);
     }

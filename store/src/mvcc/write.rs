@@ -8,7 +8,7 @@ use rocksdb::WriteBatch;
 use rudder_proto::etcdserverpb::RangeRequest;
 use rudder_proto::mvccpb::{event::EventType, Event, KeyValue};
 
-use super::index::{Change, KeyRange};
+use super::index::{Change, KeyRange, Live};
 use super::range::{self, Candidate, RangeOutput};
 use super::revision::Revision;
 use super::store::{Mvcc, MvccError};
@@ -22,7 +22,7 @@ pub struct WriteTxn<'a> {
     pub batch: WriteBatch,
     /// Latest state of every key this txn wrote (None = deleted).
     pending: BTreeMap<Vec<u8>, Option<KeyValue>>,
-    changes: Vec<(Vec<u8>, Change)>,
+    changes: Vec<(Vec<u8>, Change, Option<Live>)>,
     events: Vec<Event>,
     /// Set for read-only txns served outside the apply path: every read observes this one revision,
     /// so a txn stays atomic while the apply path moves on underneath it.
@@ -34,7 +34,8 @@ pub struct WriteOutcome {
     pub batch: WriteBatch,
     /// The revision after this txn (unchanged if it wrote nothing).
     pub revision: i64,
-    pub changes: Vec<(Vec<u8>, Change)>,
+    pub changes: Vec<(Vec<u8>, Change, Option<Live>)>,
+    /// The revision's events; a put's `prev_kv` is filled only if the put asked for it.
     pub events: Vec<Event>,
 }
 
@@ -82,11 +83,35 @@ impl<'a> WriteTxn<'a> {
         self.mvcc.get_latest(key)
     }
 
-    /// Writes `key` and returns its previous value.
-    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<Option<KeyValue>, MvccError> {
-        let prev = self.get(key)?;
-        let (create_revision, version) = match &prev {
-            Some(p) => (p.create_revision, p.version + 1),
+    /// The key's current life, this txn's own writes included, without reading storage.
+    fn live(&self, key: &[u8]) -> Option<Live> {
+        match self.pending.get(key) {
+            Some(p) => p.as_ref().map(|kv| Live {
+                created: kv.create_revision,
+                version: kv.version,
+                lease: kv.lease,
+            }),
+            None => self.mvcc.live(key),
+        }
+    }
+
+    /// Writes `key`. Returns the previous version's life and, if `want_prev`, its value: reading the
+    /// value costs a storage read that a plain put skips (the event's `prev_kv` is then left empty and
+    /// filled only if a watcher asks for it, see `watch_feed`).
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: i64,
+        want_prev: bool,
+    ) -> Result<(Option<Live>, Option<KeyValue>), MvccError> {
+        let prev_live = self.live(key);
+        let prev = match prev_live {
+            Some(_) if want_prev => self.get(key)?,
+            _ => None,
+        };
+        let (create_revision, version) = match prev_live {
+            Some(p) => (p.created, p.version + 1),
             None => (self.main, 1),
         };
         let kv = KeyValue {
@@ -101,14 +126,20 @@ impl<'a> WriteTxn<'a> {
         self.sub += 1;
         let cf = backend::cf(self.mvcc.db(), CF_KV)?;
         self.batch.put_cf(cf, rev.to_key(false), kv.encode_to_vec());
-        self.changes.push((key.to_vec(), Change { rev, tombstone: false }));
+        let live = Live {
+            created: create_revision,
+            version,
+            lease,
+        };
+        self.changes
+            .push((key.to_vec(), Change { rev, tombstone: false }, Some(live)));
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv.clone()),
             prev_kv: prev.clone(),
         });
         self.pending.insert(key.to_vec(), Some(kv));
-        Ok(prev)
+        Ok((prev_live, prev))
     }
 
     /// Deletes every live key in the range and returns their last values.
@@ -134,7 +165,8 @@ impl<'a> WriteTxn<'a> {
                 ..Default::default()
             };
             self.batch.put_cf(cf, rev.to_key(true), tomb.encode_to_vec());
-            self.changes.push((prev.key.clone(), Change { rev, tombstone: true }));
+            self.changes
+                .push((prev.key.clone(), Change { rev, tombstone: true }, None));
             let event_kv = KeyValue {
                 key: prev.key.clone(),
                 mod_revision: self.main,

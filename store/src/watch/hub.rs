@@ -322,6 +322,17 @@ impl HubState {
         }
     }
 
+    /// Whether a synced watcher (one fed by `publish`) wants `prev_kv`; watchers catching up read it
+    /// from history.
+    fn wants_prev_kv(&self) -> bool {
+        self.streams.values().any(|entry| {
+            entry
+                .watchers
+                .values()
+                .any(|w| matches!(w.state, SyncState::Synced { .. }) && w.selector.wants_prev_kv())
+        })
+    }
+
     fn restore(&mut self, revision: i64) {
         if revision < self.current {
             warn!(from = self.current, to = revision, "watch hub revision moved backwards");
@@ -381,6 +392,26 @@ impl WatchHub {
                 "ignoring watch publish for an old revision"
             );
             return;
+        }
+        state.publish(&batch);
+    }
+
+    /// [`WatchHub::publish`] for a revision whose put events may lack `prev_kv` (the apply path reads
+    /// previous values only when a request asks for them): `fill` completes them first if a synced
+    /// watcher wants them. Checked under the hub's lock, so a watcher registering concurrently is
+    /// either seen here or starts after this revision.
+    pub fn publish_filling(&self, mut batch: RevisionEvents, fill: impl FnOnce(&mut [rudder_proto::mvccpb::Event])) {
+        let mut state = self.shared.state.lock();
+        if batch.revision <= state.current {
+            warn!(
+                revision = batch.revision,
+                current = state.current,
+                "ignoring watch publish for an old revision"
+            );
+            return;
+        }
+        if state.wants_prev_kv() {
+            fill(&mut batch.events);
         }
         state.publish(&batch);
     }

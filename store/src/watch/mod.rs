@@ -33,8 +33,9 @@ pub use queue::Outgoing;
 pub use session::{watch_session, SessionConfig};
 pub use stream::WatchStream;
 
-/// All events of one revision, in sub-revision order. `prev_kv` is always filled when a previous
-/// version existed (the hub strips it for watchers that did not ask for it).
+/// All events of one revision, in sub-revision order. `prev_kv` is filled when a previous version
+/// existed and a watcher may need it (the hub strips it for watchers that did not ask for it; see
+/// [`WatchHub::publish_filling`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RevisionEvents {
     pub revision: i64,

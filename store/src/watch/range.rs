@@ -82,6 +82,10 @@ impl Selector {
         selector
     }
 
+    pub(crate) fn wants_prev_kv(&self) -> bool {
+        self.prev_kv
+    }
+
     /// The copy of `ev` this watcher should receive, if any.
     pub(crate) fn select(&self, ev: &Event) -> Option<Event> {
         let kv = ev.kv.as_ref()?;

@@ -667,3 +667,58 @@ async fn restore_replays_from_history() {
     let rev = store.put(b"a", b"live");
     assert_eq!(collect_until(&mut client, id, rev).await, vec![rev]);
 }
+
+#[tokio::test]
+async fn publish_filling_fills_prev_kv_only_for_prev_kv_watchers() {
+    let mut store = Store::new(HubConfig::default());
+    let mut client = store.client(SessionConfig::default());
+    client.create(watch(b"a", b"", 0));
+    let plain = client.created().await;
+
+    // The apply path leaves prev_kv empty; with no watcher asking for it, nothing is read.
+    let stripped = |rev: i64, value: &[u8]| RevisionEvents {
+        revision: rev,
+        events: vec![Event {
+            r#type: EventType::Put as i32,
+            kv: Some(KeyValue {
+                key: b"a".to_vec(),
+                mod_revision: rev,
+                value: value.to_vec(),
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }],
+    };
+    store.rev += 1;
+    let first = stripped(store.rev, b"1");
+    store.history.push(Arc::new(first.clone()));
+    let mut called = false;
+    store.hub.publish_filling(first, |_| called = true);
+    assert!(!called, "fill must not run without a prev_kv watcher");
+    assert_eq!(client.next().await.watch_id, plain);
+
+    // A watcher with prev_kv registered before the next revision gets it filled.
+    let mut with_prev = watch(b"a", b"", 0);
+    with_prev.prev_kv = true;
+    client.create(with_prev);
+    let wants = client.created().await;
+    store.rev += 1;
+    let second = stripped(store.rev, b"2");
+    store.history.push(Arc::new(second.clone()));
+    store.hub.publish_filling(second, |evs| {
+        evs[0].prev_kv = Some(KeyValue {
+            key: b"a".to_vec(),
+            value: b"1".to_vec(),
+            ..Default::default()
+        })
+    });
+    for _ in 0..2 {
+        let resp = client.next().await;
+        let prev = resp.events[0].prev_kv.as_ref().map(|kv| kv.value.clone());
+        if resp.watch_id == wants {
+            assert_eq!(prev, Some(b"1".to_vec()));
+        } else {
+            assert_eq!((resp.watch_id, prev), (plain, None));
+        }
+    }
+}
