@@ -322,6 +322,26 @@ fn set_entries(obj: &mut Value, entries: &[Entry]) {
     }
 }
 
+/// Upstream's limit on a field manager's length, in bytes.
+const MAX_MANAGER_BYTES: usize = 128;
+
+/// The field manager of a write that names none, as upstream derives it: the User-Agent up to its
+/// first `/` (`kubectl/v1.32.0 (linux/amd64) ...` gives `kubectl`), printable characters only, cut at
+/// 128 bytes.
+pub fn manager_from_user_agent(user_agent: &str) -> String {
+    let mut out = String::new();
+    for c in user_agent.split('/').next().unwrap_or_default().chars() {
+        if c.is_control() {
+            continue;
+        }
+        if out.len() + c.len_utf8() > MAX_MANAGER_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Who is writing: the field manager, its API version, and the subresource written (status or none).
 pub struct Writer<'a> {
     pub manager: &'a str,
@@ -524,6 +544,19 @@ pub fn conflict_error(conflicts: &[Conflict], target: &Target<'_>) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manager_defaults_to_the_user_agent_prefix() {
+        assert_eq!(
+            manager_from_user_agent("kubectl/v1.32.3 (linux/amd64) kubernetes/32cc146"),
+            "kubectl"
+        );
+        assert_eq!(manager_from_user_agent("kube-rs/0.98"), "kube-rs");
+        assert_eq!(manager_from_user_agent("Python-urllib"), "Python-urllib");
+        assert_eq!(manager_from_user_agent("a\u{7}b/c"), "ab");
+        assert_eq!(manager_from_user_agent(""), "");
+        assert_eq!(manager_from_user_agent(&"x".repeat(300)).len(), 128);
+    }
 
     fn w<'a>(manager: &'a str) -> Writer<'a> {
         Writer {

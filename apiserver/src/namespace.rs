@@ -65,6 +65,7 @@ async fn finalize(server: &ApiServer, ns: &str) -> ApiResult<()> {
             namespace: Some(ns.to_string()),
             table: false,
             subresource: None,
+            user_agent: "",
         };
         delete_matching(&ctx, &no_selector, &opts).await?;
         let prefix = r.prefix(Some(ns));

@@ -46,6 +46,10 @@ def main(kubeconfig):
     cm = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="cfg", labels={"app": "py"}), data={"a": "1"})
     created = core.create_namespaced_config_map(ns, cm)
     assert created.metadata.uid and created.metadata.resource_version, created.metadata
+    # No fieldManager given: the manager is the User-Agent's prefix, as upstream records it.
+    ua = core.api_client.user_agent.split("/")[0]
+    managers = [(f.manager, f.operation) for f in created.metadata.managed_fields]
+    assert managers == [(ua, "Update")], (ua, managers)
     expect_status(409, core.create_namespaced_config_map, ns, cm)
 
     core.patch_namespaced_config_map("cfg", ns, {"data": {"b": "2"}})

@@ -587,6 +587,7 @@ async fn finalize(server: &ApiServer, crd: &Value) -> ApiResult<()> {
             namespace: None,
             table: false,
             subresource: None,
+            user_agent: "",
         };
         let opts = DeleteOptions {
             propagation: Some("Background".into()),

@@ -438,6 +438,7 @@ pub async fn delete_matching(
             namespace: ns.or_else(|| ctx.namespace.clone()),
             table: false,
             subresource: None,
+            user_agent: ctx.user_agent,
         };
         match delete_object(&one, name, opts).await {
             Ok(d) => items.push(if d.gone { obj } else { d.body }),

@@ -39,6 +39,8 @@ pub struct Ctx<'a> {
     pub table: bool,
     /// `status` or `finalize` when the request addressed that subresource.
     pub subresource: Option<&'a str>,
+    /// The request's User-Agent: writes without a `fieldManager` are recorded under its prefix.
+    pub user_agent: &'a str,
 }
 
 impl Ctx<'_> {
@@ -100,6 +102,7 @@ async fn dispatch(State(server): State<Arc<ApiServer>>, req: Request) -> Respons
     };
     let accept = hdr(header::ACCEPT);
     let content_type = hdr(header::CONTENT_TYPE);
+    let user_agent = hdr(header::USER_AGENT);
     // Open to anonymous clients, as upstream's system:public-info-viewer role allows.
     match path.as_str() {
         "/version" | "/version/" => return json_response(200, &version()),
@@ -126,7 +129,14 @@ async fn dispatch(State(server): State<Arc<ApiServer>>, req: Request) -> Respons
     };
     let q = query(parts.uri.query());
     let started = std::time::Instant::now();
-    let resp = match route(&server, &method, &path, &q, &accept, &content_type, &body).await {
+    let req = RequestInfo {
+        method: &method,
+        path: &path,
+        accept: &accept,
+        content_type: &content_type,
+        user_agent: &user_agent,
+    };
+    let resp = match route(&server, &req, &q, &body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -134,15 +144,28 @@ async fn dispatch(State(server): State<Arc<ApiServer>>, req: Request) -> Respons
     resp
 }
 
+/// The parts of a request's head that routing and the handlers look at.
+struct RequestInfo<'a> {
+    method: &'a Method,
+    path: &'a str,
+    accept: &'a str,
+    content_type: &'a str,
+    user_agent: &'a str,
+}
+
 async fn route(
     server: &ApiServer,
-    method: &Method,
-    path: &str,
+    req: &RequestInfo<'_>,
     q: &HashMap<String, String>,
-    accept: &str,
-    content_type: &str,
     body: &[u8],
 ) -> ApiResult<Response> {
+    let RequestInfo {
+        method,
+        path,
+        accept,
+        content_type,
+        user_agent,
+    } = *req;
     let trimmed = path.trim_end_matches('/');
     let aggregated = discovery::wants_aggregated(accept);
     match trimmed {
@@ -245,6 +268,7 @@ async fn route(
         namespace,
         table: accept.contains("as=Table"),
         subresource: sub.filter(|s| *s != "scale"),
+        user_agent,
     };
     let is_watch = watch_path || q.get("watch").is_some_and(|w| w == "true" || w == "1");
     let is_protobuf = content_type.starts_with("application/vnd.kubernetes.protobuf");

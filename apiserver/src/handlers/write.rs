@@ -125,8 +125,12 @@ impl Ctx<'_> {
     ) -> ApiResult<Value> {
         let api_version = self.r.api_version();
         let time = now();
+        let manager = match q.get("fieldManager").filter(|m| !m.is_empty()) {
+            Some(m) => m.clone(),
+            None => fieldmanager::manager_from_user_agent(self.user_agent),
+        };
         let w = fieldmanager::Writer {
-            manager: q.get("fieldManager").map_or("unknown", String::as_str),
+            manager: &manager,
             api_version: &api_version,
             subresource: self.subresource.filter(|s| *s == "status"),
             time: &time,
