@@ -27,14 +27,16 @@ def main(kubeconfig):
     assert "default" in names and "kube-system" in names, names
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
 
-    # A watch started before the writes sees them in order.
+    # A watch from the resourceVersion of an (empty) list sees every later write, in order, however late
+    # its request reaches the server; without one it would start "now" and could miss the early writes.
     seen = []
     started = threading.Event()
+    list_rv = core.list_namespaced_config_map(ns).metadata.resource_version
 
     def watcher():
         w = watch.Watch()
         started.set()
-        for ev in w.stream(core.list_namespaced_config_map, ns, timeout_seconds=10):
+        for ev in w.stream(core.list_namespaced_config_map, ns, resource_version=list_rv, timeout_seconds=10):
             seen.append((ev["type"], ev["object"].metadata.name))
             if ev["type"] == "DELETED":
                 w.stop()
