@@ -30,12 +30,10 @@ def main(kubeconfig):
     # A watch from the resourceVersion of an (empty) list sees every later write, in order, however late
     # its request reaches the server; without one it would start "now" and could miss the early writes.
     seen = []
-    started = threading.Event()
     list_rv = core.list_namespaced_config_map(ns).metadata.resource_version
 
     def watcher():
         w = watch.Watch()
-        started.set()
         for ev in w.stream(core.list_namespaced_config_map, ns, resource_version=list_rv, timeout_seconds=10):
             seen.append((ev["type"], ev["object"].metadata.name))
             if ev["type"] == "DELETED":
@@ -43,7 +41,6 @@ def main(kubeconfig):
 
     t = threading.Thread(target=watcher)
     t.start()
-    started.wait()
 
     cm = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="cfg", labels={"app": "py"}), data={"a": "1"})
     created = core.create_namespaced_config_map(ns, cm)
