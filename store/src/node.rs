@@ -67,6 +67,9 @@ pub struct StoreNode {
     /// Database size, refreshed in the background: the quota check runs on every write and RocksDB's
     /// size properties are too slow to read that often.
     db_size: std::sync::atomic::AtomicU64,
+    /// Bytes of writes the quota let through since the last measurement: between two measurements the
+    /// quota counts them on top of the cached size, so a burst cannot overshoot it by a tick's worth.
+    admitted: std::sync::atomic::AtomicU64,
     pub started: Instant,
 }
 
@@ -202,6 +205,7 @@ impl StoreNode {
             cluster_id: identity.cluster_id,
             reads: Arc::new(ReadBatcher::default()),
             db_size: std::sync::atomic::AtomicU64::new(crate::backend::db_size(&db)),
+            admitted: std::sync::atomic::AtomicU64::new(0),
             peers,
             removed,
             raft,
@@ -422,15 +426,25 @@ impl StoreNode {
         let _ = rx.wait_for(|r| *r).await;
     }
 
-    /// The database size as of the last refresh (at most a quarter second old).
+    /// The database size as of the last refresh (at most a quarter second old), plus the writes admitted
+    /// since.
     pub fn db_size(&self) -> u64 {
-        self.db_size.load(std::sync::atomic::Ordering::Relaxed)
+        use std::sync::atomic::Ordering::Relaxed;
+        self.db_size.load(Relaxed).saturating_add(self.admitted.load(Relaxed))
+    }
+
+    /// Counts `cost` bytes of an admitted write until the next measurement.
+    pub fn admit(&self, cost: u64) {
+        self.admitted.fetch_add(cost, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Measures the database size now (a few RocksDB property reads) and caches it.
     pub fn refresh_db_size(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        // An estimate: a write admitted but not applied before the measurement is missed until the next.
+        self.admitted.store(0, Relaxed);
         let size = crate::backend::db_size(self.applier.mvcc.db());
-        self.db_size.store(size, std::sync::atomic::Ordering::Relaxed);
+        self.db_size.store(size, Relaxed);
         size
     }
 

@@ -17,12 +17,14 @@ pub async fn check(node: &StoreNode, cost: u64) -> Result<(), StoreError> {
         return Ok(());
     }
     if node.db_size().saturating_add(cost) <= quota {
+        node.admit(cost);
         return Ok(());
     }
     // The cached size may be up to a tick old (a defragment or compaction may just have shrunk the
     // database): measure again before raising a cluster-wide alarm.
     let size = node.refresh_db_size();
     if size.saturating_add(cost) <= quota {
+        node.admit(cost);
         return Ok(());
     }
     tracing::warn!(size, quota, "database space exceeded: raising the NOSPACE alarm");
