@@ -292,6 +292,44 @@ fn leader_kill9_under_load_loses_no_acknowledged_write() {
     }
 }
 
+/// etcdctl with a command timeout long enough to outlast a leader election.
+fn ctl_patient(endpoint: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(etcdctl_bin())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .arg("--command-timeout=15s")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn requests_on_a_follower_wait_out_a_leader_election() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader();
+    ctl(&c.endpoints(), &["put", "k", "v1"]).expect("put");
+    let follower = c.members[(leader + 1) % 3].endpoint();
+    c.members[leader].kill9();
+    // Sent at once, while the follower still takes the dead member for its leader: the forward is
+    // refused, never delivered, so the follower holds the request for the next leader instead of
+    // failing it.
+    let started = Instant::now();
+    ctl_patient(&follower, &["put", "k", "v2"]).expect("a put through the election");
+    let put_took = started.elapsed();
+    c.members[(leader + 2) % 3].kill9();
+    let ic = Cluster::initial_cluster(&c.members);
+    c.members[(leader + 2) % 3].start(&ic, "new");
+    let started = Instant::now();
+    let got = ctl_patient(&follower, &["get", "k", "--print-value-only"]).expect("a linearizable get");
+    eprintln!("put took {put_took:?}; get after a restart {:?}", started.elapsed());
+    assert_eq!(got.trim(), "v2");
+}
+
 #[test]
 fn minority_refuses_linearizable_reads_and_restart_keeps_data() {
     let mut c = Cluster::start(3, &[]);

@@ -235,23 +235,7 @@ impl StoreNode {
 
     /// The leader's peer client, or why there is none to forward to.
     fn leader_client(&self) -> Result<Option<RaftPeerClient<tonic::transport::Channel>>, StoreError> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow_watched();
-        let Some(leader) = m.current_leader else {
-            return Err(StoreError::NoLeader);
-        };
-        if leader == self.member.id {
-            return Ok(None);
-        }
-        let node = m
-            .membership_config
-            .get_node(&leader)
-            .cloned()
-            .ok_or(StoreError::NoLeader)?;
-        self.peers
-            .client(&node.peer_urls.join(","))
-            .map(Some)
-            .map_err(|_| StoreError::NoLeader)
+        leader_client(&self.raft, &self.peers)
     }
 
     /// Keep-alive: renews on the leader (forwarding from a follower); 0 for an unknown lease.
@@ -363,28 +347,76 @@ impl StoreNode {
     }
 
     /// Proposes one command through the log (on the leader, forwarding if needed) and waits for its result.
+    ///
+    /// A proposal that provably never reached a log (no leader yet, the leader's address refuses
+    /// connections, or the leader answered that it no longer leads) waits for the next leader and goes
+    /// there, within the request deadline: a leader election costs the client latency, not an error.
+    /// One whose outcome is unknown (the connection broke after sending) fails with a timeout, as etcd's.
     pub async fn propose(&self, op: Op) -> Result<ApplyResult, StoreError> {
         let cmd = Command::encode(op);
         if cmd.0.len() > self.config.max_request_bytes {
             return Err(StoreError::RequestTooLarge);
         }
         let run = async {
-            match self.leader_client()? {
-                None => propose_local(&self.raft, cmd).await,
-                Some(mut client) => {
-                    // Once sent, a failed forward has an unknown outcome: report a timeout, as etcd does.
-                    let resp = client
-                        .propose(Payload { data: cmd.0 })
-                        .await
-                        .map_err(|_| StoreError::Timeout)?;
-                    crate::raft::decode::<ProposeResult>(&resp.into_inner().data)
-                        .map_err(|e| StoreError::Internal(e.to_string()))?
+            loop {
+                let (leader, attempt) = match self.leader_target() {
+                    Err(StoreError::NoLeader) => {
+                        // None, or one this member cannot address yet.
+                        self.leader_other_than(self.leader()).await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                    Ok((leader, None)) => (leader, propose_local(&self.raft, cmd.clone()).await),
+                    Ok((leader, Some(mut client))) => {
+                        let attempt = match client.propose(Payload { data: cmd.0.clone() }).await {
+                            Ok(resp) => crate::raft::decode::<ProposeResult>(&resp.into_inner().data)
+                                .map_err(|e| StoreError::Internal(e.to_string()))?,
+                            Err(status) if never_sent(&status) => Err(StoreError::NoLeader),
+                            Err(_) => return Err(StoreError::Timeout),
+                        };
+                        (leader, attempt)
+                    }
+                };
+                match attempt {
+                    Err(StoreError::NoLeader | StoreError::LeaderChanged) => {
+                        tracing::debug!(leader, "proposal not taken by the leader; waiting for the next one");
+                        self.leader_other_than(Some(leader)).await?;
+                    }
+                    done => return done,
                 }
             }
         };
         tokio::time::timeout(request_timeout(&self.config), run)
             .await
             .map_err(|_| StoreError::Timeout)?
+    }
+
+    /// The leader's id and its peer client (`None` when this member leads).
+    fn leader_target(&self) -> Result<(u64, Option<RaftPeerClient<tonic::transport::Channel>>), StoreError> {
+        let leader = self.leader().ok_or(StoreError::NoLeader)?;
+        Ok((leader, self.leader_client()?))
+    }
+
+    /// Waits until this member knows a leader other than `old`. A leader that stays, or is re-elected,
+    /// still counts once a heartbeat interval has passed, so a transient refusal is retried too.
+    async fn leader_other_than(&self, old: Option<u64>) -> Result<(), StoreError> {
+        let mut metrics = self.raft.metrics();
+        let settle = tokio::time::sleep(self.config.heartbeat_interval.max(Duration::from_millis(10)));
+        tokio::pin!(settle);
+        loop {
+            let now = metrics.borrow_watched().current_leader;
+            if now.is_some() && (now != old || settle.is_elapsed()) {
+                return Ok(());
+            }
+            if settle.is_elapsed() {
+                metrics.changed().await.map_err(|_| StoreError::Stopped)?;
+                continue;
+            }
+            tokio::select! {
+                changed = metrics.changed() => changed.map_err(|_| StoreError::Stopped)?,
+                () = &mut settle => {}
+            }
+        }
     }
 
     /// Waits until this member's applied state includes every write committed before the call
@@ -395,6 +427,23 @@ impl StoreNode {
             // answers from whatever it has applied.
             return Ok(());
         }
+        // A ReadIndex has no effect, so one that found no leader is simply asked again once there is one.
+        let run = async {
+            loop {
+                let asked = self.leader();
+                match self.read_index_once().await {
+                    Err(StoreError::NoLeader | StoreError::LeaderChanged) => self.leader_other_than(asked).await?,
+                    done => return done,
+                }
+            }
+        };
+        tokio::time::timeout(request_timeout(&self.config), run)
+            .await
+            .map_err(|_| StoreError::Timeout)?
+    }
+
+    /// Joins the next batched leadership confirmation.
+    async fn read_index_once(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut s = self.reads.state.lock();
@@ -402,12 +451,9 @@ impl StoreNode {
             !std::mem::replace(&mut s.running, true)
         };
         if start {
-            tokio::spawn(drive_reads(self.reads.clone(), self.raft.clone(), self.leader_client()));
+            tokio::spawn(drive_reads(self.reads.clone(), self.raft.clone(), self.peers.clone()));
         }
-        tokio::time::timeout(request_timeout(&self.config), rx)
-            .await
-            .map_err(|_| StoreError::Timeout)?
-            .map_err(|_| StoreError::Stopped)?
+        rx.await.map_err(|_| StoreError::Stopped)?
     }
 
     fn spawn_background(self: &Arc<Self>) {
@@ -495,12 +541,31 @@ async fn remote_read_index(
         .map_err(|_| StoreError::Stopped)
 }
 
+/// The current leader's peer client (`None` when `raft` leads), or why there is none to forward to.
+fn leader_client(raft: &Raft, peers: &Peers) -> Result<Option<RaftPeerClient<tonic::transport::Channel>>, StoreError> {
+    let metrics = raft.metrics();
+    let m = metrics.borrow_watched();
+    let Some(leader) = m.current_leader else {
+        return Err(StoreError::NoLeader);
+    };
+    if leader == m.id {
+        return Ok(None);
+    }
+    let node = m
+        .membership_config
+        .get_node(&leader)
+        .cloned()
+        .ok_or(StoreError::NoLeader)?;
+    peers
+        .client(&node.peer_urls.join(","))
+        .map(Some)
+        .map_err(|_| StoreError::NoLeader)
+}
+
 /// Confirms leadership for everyone who asked before the confirmation started, then for the next group.
-async fn drive_reads(
-    reads: Arc<ReadBatcher>,
-    raft: Raft,
-    leader: Result<Option<RaftPeerClient<tonic::transport::Channel>>, StoreError>,
-) {
+/// The leader is looked up for every group: under steady load this loop never ends, and a group must not
+/// keep asking a leader that has gone.
+async fn drive_reads(reads: Arc<ReadBatcher>, raft: Raft, peers: Peers) {
     loop {
         let batch = {
             let mut s = reads.state.lock();
@@ -510,9 +575,9 @@ async fn drive_reads(
             }
             std::mem::take(&mut s.waiting)
         };
-        let res = match &leader {
-            Err(e) => Err(e.clone()),
-            Ok(Some(client)) => remote_read_index(client.clone(), &raft, raft_id(&raft)).await,
+        let res = match leader_client(&raft, &peers) {
+            Err(e) => Err(e),
+            Ok(Some(client)) => remote_read_index(client, &raft, raft_id(&raft)).await,
             Ok(None) => local_read_index(&raft).await,
         };
         for w in batch {
@@ -631,6 +696,19 @@ async fn watch_removal(node: std::sync::Weak<StoreNode>) {
             return;
         }
     }
+}
+
+/// Whether a forwarded call failed before any byte of it left: the connection to the leader could not
+/// be made, so the leader cannot have taken the command.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 async fn track_db_size(node: std::sync::Weak<StoreNode>) {
