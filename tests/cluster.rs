@@ -99,10 +99,14 @@ struct Cluster {
 }
 
 fn ctl(endpoints: &str, args: &[&str]) -> Result<String, String> {
+    ctl_with_timeout(endpoints, "3s", args)
+}
+
+fn ctl_with_timeout(endpoints: &str, timeout: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new(etcdctl_bin())
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
-        .arg("--command-timeout=3s")
+        .arg(format!("--command-timeout={timeout}"))
         .args(args)
         .output()
         .map_err(|e| e.to_string())?;
@@ -294,18 +298,7 @@ fn leader_kill9_under_load_loses_no_acknowledged_write() {
 
 /// etcdctl with a command timeout long enough to outlast a leader election.
 fn ctl_patient(endpoint: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(etcdctl_bin())
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .arg("--command-timeout=15s")
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    ctl_with_timeout(endpoint, "15s", args)
 }
 
 #[test]

@@ -359,28 +359,22 @@ impl StoreNode {
         }
         let run = async {
             loop {
-                let (leader, attempt) = match self.leader_target() {
-                    Err(StoreError::NoLeader) => {
-                        // None, or one this member cannot address yet.
-                        self.leader_other_than(self.leader()).await?;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                    Ok((leader, None)) => (leader, propose_local(&self.raft, cmd.clone()).await),
-                    Ok((leader, Some(mut client))) => {
-                        let attempt = match client.propose(Payload { data: cmd.0.clone() }).await {
-                            Ok(resp) => crate::raft::decode::<ProposeResult>(&resp.into_inner().data)
-                                .map_err(|e| StoreError::Internal(e.to_string()))?,
-                            Err(status) if never_sent(&status) => Err(StoreError::NoLeader),
-                            Err(_) => return Err(StoreError::Timeout),
-                        };
-                        (leader, attempt)
-                    }
+                // No leader, or one this member cannot address yet, counts as not taken.
+                let leader = self.leader();
+                let attempt = match leader_client(&self.raft, &self.peers) {
+                    Err(e) => Err(e),
+                    Ok(None) => propose_local(&self.raft, cmd.clone()).await,
+                    Ok(Some(mut client)) => match client.propose(Payload { data: cmd.0.clone() }).await {
+                        Ok(resp) => crate::raft::decode::<ProposeResult>(&resp.into_inner().data)
+                            .map_err(|e| StoreError::Internal(e.to_string()))?,
+                        Err(status) if never_sent(&status) => Err(StoreError::NoLeader),
+                        Err(_) => return Err(StoreError::Timeout),
+                    },
                 };
                 match attempt {
                     Err(StoreError::NoLeader | StoreError::LeaderChanged) => {
-                        tracing::debug!(leader, "proposal not taken by the leader; waiting for the next one");
-                        self.leader_other_than(Some(leader)).await?;
+                        tracing::debug!(?leader, "proposal not taken by the leader; waiting for the next one");
+                        self.leader_other_than(leader).await?;
                     }
                     done => return done,
                 }
@@ -389,12 +383,6 @@ impl StoreNode {
         tokio::time::timeout(request_timeout(&self.config), run)
             .await
             .map_err(|_| StoreError::Timeout)?
-    }
-
-    /// The leader's id and its peer client (`None` when this member leads).
-    fn leader_target(&self) -> Result<(u64, Option<RaftPeerClient<tonic::transport::Channel>>), StoreError> {
-        let leader = self.leader().ok_or(StoreError::NoLeader)?;
-        Ok((leader, self.leader_client()?))
     }
 
     /// Waits until this member knows a leader other than `old`. A leader that stays, or is re-elected,
@@ -408,13 +396,9 @@ impl StoreNode {
             if now.is_some() && (now != old || settle.is_elapsed()) {
                 return Ok(());
             }
-            if settle.is_elapsed() {
-                metrics.changed().await.map_err(|_| StoreError::Stopped)?;
-                continue;
-            }
             tokio::select! {
                 changed = metrics.changed() => changed.map_err(|_| StoreError::Stopped)?,
-                () = &mut settle => {}
+                () = &mut settle, if !settle.is_elapsed() => {}
             }
         }
     }
