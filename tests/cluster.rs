@@ -216,6 +216,21 @@ fn local_get(endpoint: &str, key: &str) -> Option<String> {
     (!v.is_empty()).then_some(v)
 }
 
+/// Waits until `m` has applied `key = value`: a write is acknowledged once a majority holds it, so
+/// one member may apply it later than the client hears back.
+fn wait_applied(m: &Member, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while local_get(&m.endpoint(), key).as_deref() != Some(value) {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not apply {key}={value}:\n{}",
+            m.name,
+            m.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn leader_kill9_under_load_loses_no_acknowledged_write() {
     let mut c = Cluster::start(3, &[]);
@@ -263,19 +278,14 @@ fn leader_kill9_under_load_loses_no_acknowledged_write() {
     let acked = acked.lock().expect("lock").clone();
     assert!(acked.len() > before_kill, "writes resumed after failover");
 
-    // The old leader rejoins and catches up.
+    // The old leader rejoins.
     let ic = Cluster::initial_cluster(&c.members);
     c.members[leader].start(&ic, "new");
     c.wait_healthy();
+    // It catches up: every member applies the last acknowledged write.
     let last = acked.last().expect("some writes").clone();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while local_get(&c.members[leader].endpoint(), &last.0).as_deref() != Some(last.1.as_str()) {
-        assert!(
-            Instant::now() < deadline,
-            "old leader did not catch up:\n{}",
-            c.members[leader].log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    for m in &c.members {
+        wait_applied(m, &last.0, &last.1);
     }
     // Every acknowledged write is on every member.
     for m in &c.members {
@@ -328,6 +338,8 @@ fn minority_refuses_linearizable_reads_and_restart_keeps_data() {
     let mut c = Cluster::start(3, &[]);
     c.wait_leader();
     ctl(&c.endpoints(), &["put", "k", "v1"]).expect("put");
+    // The put may be acknowledged before member 0 has it; it must not be lost with the majority.
+    wait_applied(&c.members[0], "k", "v1");
     c.members[1].kill9();
     c.members[2].kill9();
     let lone = c.members[0].endpoint();
