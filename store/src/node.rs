@@ -138,7 +138,9 @@ impl StoreNode {
         let log_store =
             LogStore::new(db.clone(), bugs.ack_before_fsync).map_err(|e| StartError::Recover(e.to_string()))?;
         let inline_sync = log_store.inline_sync_switch();
-        let sm = StateMachine::new(applier.clone());
+        let snap_dir = config.data_dir.join("member").join("snap");
+        std::fs::create_dir_all(&snap_dir).map_err(|e| StartError::DataDir(data_dir.clone(), e.to_string()))?;
+        let sm = StateMachine::new(applier.clone(), snap_dir.join("raft.snapshot"));
         let network = Network { peers: peers.clone() };
         let raft = Raft::new(identity.member_id, Arc::new(raft_config), network, log_store, sm)
             .await
