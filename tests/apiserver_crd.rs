@@ -705,6 +705,11 @@ spec:
             properties:
               color: {type: string, pattern: "^[a-z]+$"}
               port: {x-kubernetes-int-or-string: true}
+              tags: {type: array, x-kubernetes-list-type: set, items: {type: string}}
+              when: {type: string, format: date-time}
+            anyOf:
+            - required: [color]
+            - required: [port]
 "#;
 
 #[test]
@@ -762,6 +767,26 @@ spec:
         "--timeout",
         "20s",
     ]);
+    // A second CRD of the group asking for the same kind: its names are not accepted, it is not served,
+    // until the first one goes (checked at the end).
+    let rival = GIZMOS
+        .replace("gizmos.tools.example.org", "doodads.tools.example.org")
+        .replace("plural: gizmos", "plural: doodads");
+    s.ok_in(&["apply", "-f", "-"], &rival);
+    let d = s.json(&["get", "crd", "doodads.tools.example.org"]);
+    let cond = |d: &Value, ty: &str| -> Value {
+        d["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == ty).cloned())
+            .unwrap_or_default()
+    };
+    let names = cond(&d, "NamesAccepted");
+    assert_eq!(names["status"], "False", "{d}");
+    assert_eq!(names["reason"], "ListKindConflict", "{d}");
+    assert_eq!(names["message"], "\"GizmoList\" is already in use", "{d}");
+    assert_eq!(cond(&d, "Established")["reason"], "NotAccepted", "{d}");
+    let e = s.fails(&["get", "doodads"]);
+    assert!(e.contains("the server doesn't have a resource type \"doodads\""), "{e}");
     let group: Value = serde_json::from_str(&s.ok(&["get", "--raw", "/apis/tools.example.org"])).unwrap();
     assert_eq!(group["preferredVersion"]["version"], "v1", "{group}");
     assert_eq!(group["versions"].as_array().map(Vec::len), Some(2), "{group}");
@@ -790,6 +815,29 @@ spec:
     );
     assert!(e.contains("spec.color in body should match '^[a-z]+$'"), "{e}");
     assert!(e.contains("spec.port in body must be of type integer or string"), "{e}");
+    // Junctors, list types and formats, in upstream's words.
+    let e = s.fails_in(
+        &["create", "-f", "-"],
+        "apiVersion: tools.example.org/v1\nkind: Gizmo\nmetadata: {name: g2}\nspec: {tags: [a, b, a], when: soon}\n",
+    );
+    for want in [
+        "The Gizmo \"g2\" is invalid",
+        "<nil>: Invalid value: \"\": \"spec\" must validate at least one schema (anyOf)",
+        "spec.color: Required value",
+        "spec.tags[2]: Duplicate value: \"a\"",
+        "spec.when: Invalid value: \"soon\": spec.when in body must be of type date-time: \"soon\"",
+    ] {
+        assert!(e.contains(want), "{want:?} not in {e}");
+    }
+    // A junctor that would declare a field of its own makes the schema non-structural.
+    let e = s.fails_in(
+        &["apply", "-f", "-"],
+        &GIZMOS.replace("- required: [port]", "- required: [port]\n              type: object"),
+    );
+    assert!(
+        e.contains("spec.versions[1].schema.openAPIV3Schema.properties[spec].anyOf[1].type: Forbidden: must be empty to be structural"),
+        "{e}"
+    );
 
     // JSON patch and deletecollection.
     s.ok(&[
@@ -867,6 +915,16 @@ spec:
     s.eventually(&["get", "crd", "gizmos.tools.example.org"], |o| {
         !o.ok && o.stderr.contains("NotFound")
     });
+    // The rival gets its names once the holder is gone, and is served.
+    s.ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "crd/doodads.tools.example.org",
+        "--timeout",
+        "20s",
+    ]);
+    s.eventually(&["get", "doodads"], |o| o.ok && o.stderr.contains("No resources found"));
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! A CRD write returns once this server's registry has seen it (`wait_seen`), so a client may use the new
 //! resource right after its create.
 
+mod formats;
 pub mod schema;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -85,9 +86,9 @@ fn set_condition(status: &mut serde_json::Map<String, Value>, ty: &str, st: &str
     }
 }
 
-/// Upstream's CRD defaulting plus what its naming and establishing controllers write into status: the names
-/// are accepted as given (`NamesAccepted`), the resource is served (`Established`), and `storedVersions`
-/// gains the storage version. A CRD marked for deletion also carries `Terminating`.
+/// Upstream's CRD defaulting plus the status the server keeps: `storedVersions` gains the storage version,
+/// and a CRD marked for deletion carries `Terminating`. The names and the `NamesAccepted` / `Established`
+/// conditions come from [`accept_names`], which needs the other CRDs.
 pub fn default_crd(obj: &mut Value) {
     let Some(o) = obj.as_object_mut() else { return };
     let spec = crate::registry::entry_obj(o, "spec");
@@ -103,21 +104,11 @@ pub fn default_crd(obj: &mut Value) {
             .or_insert_with(|| json!(kind.to_ascii_lowercase()));
         names.entry("listKind").or_insert_with(|| json!(format!("{kind}List")));
     }
-    let accepted = Value::Object(names.clone());
     spec.entry("conversion").or_insert_with(|| json!({"strategy": "None"}));
     let terminating = o.get("metadata").and_then(|m| m.get("deletionTimestamp")).is_some();
     let stored = storage_version(obj).map(str::to_string);
     let Some(o) = obj.as_object_mut() else { return };
     let status = crate::registry::entry_obj(o, "status");
-    status.insert("acceptedNames".into(), accepted);
-    set_condition(status, "NamesAccepted", "True", "NoConflicts", "no conflicts found");
-    set_condition(
-        status,
-        "Established",
-        "True",
-        "InitialNamesAccepted",
-        "the initial names have been accepted",
-    );
     if terminating {
         set_condition(
             status,
@@ -138,6 +129,156 @@ pub fn default_crd(obj: &mut Value) {
         }
     }
     status.insert("storedVersions".into(), Value::Array(sv));
+}
+
+/// `Err("\"x\" is already in use")` when `requested` is new to this CRD and another one has it.
+fn accepted_or_fresh(requested: &str, accepted: &str, used: &HashSet<String>) -> Result<(), String> {
+    if requested == accepted || !used.contains(requested) {
+        Ok(())
+    } else {
+        Err(format!("{requested:?} is already in use"))
+    }
+}
+
+/// Upstream's naming controller: grants `crd` the requested names that no other CRD of its group holds
+/// (`others`: any CRDs, their accepted names count), keeps the ones granted before (`previously`, its
+/// last `status.acceptedNames`) where a request conflicts, and sets `NamesAccepted` and `Established`.
+/// A CRD whose names were never all accepted is not established, hence not served.
+pub fn accept_names(crd: &mut Value, previously: Option<&Value>, others: &[Arc<Value>]) {
+    let name = str_at(crd, "/metadata/name").to_string();
+    let group = str_at(crd, "/spec/group").to_string();
+    let mut resources = HashSet::new();
+    let mut kinds = HashSet::new();
+    for other in others
+        .iter()
+        .filter(|o| str_at(o, "/spec/group") == group && str_at(o, "/metadata/name") != name)
+    {
+        let Some(acc) = other.pointer("/status/acceptedNames") else {
+            continue;
+        };
+        for key in ["/plural", "/singular"] {
+            resources.insert(str_at(acc, key).to_string());
+        }
+        resources.extend(strings_at(acc, "/shortNames"));
+        for key in ["/kind", "/listKind"] {
+            kinds.insert(str_at(acc, key).to_string());
+        }
+    }
+    resources.remove("");
+    kinds.remove("");
+    let empty = json!({});
+    let requested = crd.pointer("/spec/names").cloned().unwrap_or_else(|| json!({}));
+    let before = previously.filter(|p| p.is_object()).unwrap_or(&empty);
+    let mut granted = before.as_object().cloned().unwrap_or_default();
+    let mut conflict: Option<(&str, String)> = None;
+    for (field, reason, used) in [
+        ("plural", "PluralConflict", &resources),
+        ("singular", "SingularConflict", &resources),
+    ] {
+        let (req, acc) = (
+            str_at(&requested, &format!("/{field}")),
+            str_at(before, &format!("/{field}")),
+        );
+        match accepted_or_fresh(req, acc, used) {
+            Ok(()) => {
+                granted.insert(field.into(), json!(req));
+            }
+            Err(e) => conflict = Some((reason, e)),
+        }
+    }
+    let (req_short, acc_short) = (strings_at(&requested, "/shortNames"), strings_at(before, "/shortNames"));
+    if req_short != acc_short {
+        let errs: Vec<String> = req_short
+            .iter()
+            .filter(|s| !acc_short.contains(s))
+            .filter_map(|s| accepted_or_fresh(s, "", &resources).err())
+            .collect();
+        match errs.len() {
+            0 => {
+                granted.insert("shortNames".into(), json!(req_short));
+            }
+            1 => conflict = Some(("ShortNamesConflict", errs[0].clone())),
+            _ => conflict = Some(("ShortNamesConflict", format!("[{}]", errs.join(", ")))),
+        }
+    }
+    for (field, reason) in [("kind", "KindConflict"), ("listKind", "ListKindConflict")] {
+        let (req, acc) = (
+            str_at(&requested, &format!("/{field}")),
+            str_at(before, &format!("/{field}")),
+        );
+        match accepted_or_fresh(req, acc, &kinds) {
+            Ok(()) => {
+                granted.insert(field.into(), json!(req));
+            }
+            Err(e) => conflict = Some((reason, e)),
+        }
+    }
+    // Categories are shared, never a conflict.
+    match requested.get("categories") {
+        Some(c) => granted.insert("categories".into(), c.clone()),
+        None => granted.remove("categories"),
+    };
+    granted.retain(|_, v| !v.is_null() && v != "");
+    let Some(o) = crd.as_object_mut() else { return };
+    let status = crate::registry::entry_obj(o, "status");
+    status.insert("acceptedNames".into(), Value::Object(granted));
+    let established = status
+        .get("conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Established"))
+        .map(|c| c["status"] == "True");
+    match conflict {
+        None => {
+            set_condition(status, "NamesAccepted", "True", "NoConflicts", "no conflicts found");
+            set_condition(
+                status,
+                "Established",
+                "True",
+                "InitialNamesAccepted",
+                "the initial names have been accepted",
+            );
+        }
+        Some((reason, message)) => {
+            set_condition(status, "NamesAccepted", "False", reason, &message);
+            if established.is_none() {
+                set_condition(
+                    status,
+                    "Established",
+                    "False",
+                    "NotAccepted",
+                    "not all names are accepted",
+                );
+            }
+        }
+    }
+}
+
+/// [`accept_names`] against the CRDs this server knows (its CRD watch cache), for a CRD being written;
+/// `old` is the stored object on an update.
+pub fn accept_names_among_stored(server: &ApiServer, old: Option<&Value>, crd: &mut Value) {
+    let Some(r) = crd_resource() else { return };
+    if old.is_none() {
+        // A new CRD's status is the server's to write, whatever the client sent.
+        if let Some(st) = crd.get_mut("status").and_then(Value::as_object_mut) {
+            st.remove("conditions");
+            st.remove("acceptedNames");
+        }
+    }
+    let others = server
+        .cache(r)
+        .and_then(|c| c.list(&r.prefix(None)))
+        .map(|(objs, _)| objs)
+        .unwrap_or_default();
+    accept_names(crd, old.and_then(|o| o.pointer("/status/acceptedNames")), &others);
+}
+
+/// Whether a CRD's resource is served: its names were accepted once (`Established`). A CRD stored
+/// without conditions (written by an older Rudder) counts as established.
+fn established(crd: &Value) -> bool {
+    crd.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Established"))
+        .is_none_or(|c| c["status"] == "True")
 }
 
 /// What a DELETE does to a CRD before it can go: the cleanup finalizer and the Terminating condition.
@@ -355,7 +496,16 @@ fn pointer(json_path: &str) -> String {
 pub fn resources_of(crd: &Value) -> Vec<&'static Resource> {
     let name = str_at(crd, "/metadata/name");
     let group = str_at(crd, "/spec/group");
-    let names = crd.pointer("/spec/names").cloned().unwrap_or_else(|| json!({}));
+    if !established(crd) {
+        return Vec::new();
+    }
+    // Served under the names granted to it, which lag the requested ones while those conflict.
+    let names = crd
+        .pointer("/status/acceptedNames")
+        .filter(|n| !str_at(n, "/kind").is_empty())
+        .or_else(|| crd.pointer("/spec/names"))
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let plural = str_at(&names, "/plural");
     let kind = str_at(&names, "/kind");
     let scope = str_at(crd, "/spec/scope");
@@ -563,6 +713,7 @@ pub async fn cleanup(server: Arc<ApiServer>) {
         let Some((crds, _)) = server.cache(r).and_then(|c| c.list(&r.prefix(None))) else {
             continue;
         };
+        retry_names(&server, &crds).await;
         for crd in crds.iter().filter(|c| {
             c.pointer("/metadata/deletionTimestamp").is_some()
                 && strings_at(c, "/metadata/finalizers")
@@ -573,6 +724,40 @@ pub async fn cleanup(server: Arc<ApiServer>) {
             if let Err(e) = finalize(&server, crd).await {
                 tracing::warn!(crd = name, error = %e, "custom resource cleanup");
             }
+        }
+    }
+}
+
+/// The naming controller's retry: a CRD whose names conflicted gets them once the other CRD lets go
+/// (is deleted or renamed). Its status is rewritten only when the outcome changed.
+async fn retry_names(server: &ApiServer, crds: &[Arc<Value>]) {
+    let Some(r) = crd_resource() else { return };
+    for crd in crds {
+        let conds = crd.pointer("/status/conditions").and_then(Value::as_array);
+        let accepted = conds
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "NamesAccepted"))
+            .is_none_or(|c| c["status"] == "True");
+        if accepted || crd.pointer("/metadata/deletionTimestamp").is_some() {
+            continue;
+        }
+        let mut next = Value::clone(crd);
+        accept_names(&mut next, crd.pointer("/status/acceptedNames"), crds);
+        if next.get("status") == crd.get("status") {
+            continue;
+        }
+        let name = str_at(crd, "/metadata/name");
+        let Some(rv) = str_at(crd, "/metadata/resourceVersion").parse::<i64>().ok() else {
+            continue;
+        };
+        let key = r.key(None, name);
+        match server
+            .store
+            .put_if(&key, crate::handlers::write::encode(&next), rv)
+            .await
+        {
+            Ok(Write::Done(_)) => tracing::info!(crd = name, "names accepted after a conflict cleared"),
+            Ok(_) => {} // changed meanwhile: looked at again on the next pass
+            Err(e) => tracing::warn!(crd = name, error = %e, "naming status update"),
         }
     }
 }
@@ -675,6 +860,7 @@ mod tests {
     fn defaulting_sets_names_and_status() {
         let mut c = crd();
         default_crd(&mut c);
+        accept_names(&mut c, None, &[]);
         assert_eq!(c["spec"]["names"]["singular"], "widget");
         assert_eq!(c["spec"]["names"]["listKind"], "WidgetList");
         assert_eq!(c["spec"]["conversion"]["strategy"], "None");
@@ -692,7 +878,88 @@ mod tests {
         // Defaulting again keeps the transition times and the stored versions.
         let before = c.clone();
         default_crd(&mut c);
+        let granted = c["status"]["acceptedNames"].clone();
+        accept_names(&mut c, Some(&granted), &[]);
         assert_eq!(before, c);
+    }
+
+    fn condition<'a>(c: &'a Value, ty: &str) -> (&'a str, &'a str, &'a str) {
+        let found = c["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|x| x["type"] == ty));
+        match found {
+            Some(x) => (
+                x["status"].as_str().unwrap_or(""),
+                x["reason"].as_str().unwrap_or(""),
+                x["message"].as_str().unwrap_or(""),
+            ),
+            None => ("", "", ""),
+        }
+    }
+
+    #[test]
+    fn conflicting_names_are_not_accepted() {
+        let mut first = crd();
+        default_crd(&mut first);
+        accept_names(&mut first, None, &[]);
+        let first = Arc::new(first);
+        // Same group and kind, another plural: the kind is taken.
+        let mut second = crd();
+        second["metadata"]["name"] = json!("gadgets.example.com");
+        second["spec"]["names"] = json!({"plural": "gadgets", "kind": "Widget", "shortNames": ["gd"]});
+        default_crd(&mut second);
+        accept_names(&mut second, None, std::slice::from_ref(&first));
+        assert_eq!(
+            condition(&second, "NamesAccepted"),
+            ("False", "ListKindConflict", "\"WidgetList\" is already in use")
+        );
+        assert_eq!(
+            condition(&second, "Established"),
+            ("False", "NotAccepted", "not all names are accepted")
+        );
+        assert!(
+            resources_of(&second).is_empty(),
+            "a CRD never established is not served"
+        );
+        assert_eq!(second["status"]["acceptedNames"]["plural"], "gadgets");
+        assert!(second["status"]["acceptedNames"].get("kind").is_none());
+        // A short name held by the first one.
+        let mut third = crd();
+        third["metadata"]["name"] = json!("gears.example.com");
+        third["spec"]["names"] = json!({"plural": "gears", "kind": "Gear", "shortNames": ["wd", "widget"]});
+        default_crd(&mut third);
+        accept_names(&mut third, None, std::slice::from_ref(&first));
+        assert_eq!(
+            condition(&third, "NamesAccepted"),
+            (
+                "False",
+                "ShortNamesConflict",
+                "[\"wd\" is already in use, \"widget\" is already in use]"
+            )
+        );
+        // Another group does not conflict; and once the holder is gone the names are granted.
+        accept_names(&mut second, None, &[]);
+        assert_eq!(
+            condition(&second, "NamesAccepted"),
+            ("True", "NoConflicts", "no conflicts found")
+        );
+        assert_eq!(condition(&second, "Established").0, "True");
+        assert_eq!(resources_of(&second).len(), 1);
+        // An established CRD that asks for a taken kind keeps serving its granted one.
+        let mut gizmos = crd();
+        gizmos["metadata"]["name"] = json!("gizmos.example.com");
+        gizmos["spec"]["names"] = json!({"plural": "gizmos", "kind": "Gizmo"});
+        default_crd(&mut gizmos);
+        accept_names(&mut gizmos, None, &[]);
+        let granted = gizmos["status"]["acceptedNames"].clone();
+        let mut renamed = gizmos.clone();
+        renamed["spec"]["names"]["kind"] = json!("Widget");
+        renamed["spec"]["names"]["listKind"] = json!("WidgetList");
+        accept_names(&mut renamed, Some(&granted), std::slice::from_ref(&first));
+        assert_eq!(condition(&renamed, "NamesAccepted").0, "False");
+        assert_eq!(condition(&renamed, "Established").0, "True");
+        assert_eq!(renamed["status"]["acceptedNames"]["kind"], granted["kind"]);
+        assert_eq!(resources_of(&renamed).first().map(|r| r.kind), granted["kind"].as_str());
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Structural schemas (`openAPIV3Schema` of a CRD version): validation of custom resources with
 //! upstream-style field causes, pruning of undeclared fields, defaulting, and the structural checks a CRD's
-//! schema must pass. Supported: `type`, `properties`, `additionalProperties`, `items`, `required`, `enum`,
-//! `minimum`/`maximum` (and their `exclusive*` flags), `minLength`/`maxLength`, `pattern`, `minItems`/
-//! `maxItems`, `nullable`, `default`, `x-kubernetes-preserve-unknown-fields`, `x-kubernetes-int-or-string`
-//! and `x-kubernetes-embedded-resource`. Not evaluated: `allOf`/`anyOf`/`oneOf`/`not`, `format`,
-//! `multipleOf`, `uniqueItems`, list types and CEL rules.
+//! schema must pass. Evaluated: `type`, `properties`, `additionalProperties`, `items`, `required`, `enum`,
+//! `minimum`/`maximum` (and their `exclusive*` flags), `multipleOf`, `minLength`/`maxLength`, `pattern`,
+//! `format`, `minItems`/`maxItems`, `minProperties`/`maxProperties`, `nullable`, `default`, the junctors
+//! `allOf`/`anyOf`/`oneOf`/`not`, `x-kubernetes-list-type` set and map uniqueness,
+//! `x-kubernetes-preserve-unknown-fields`, `x-kubernetes-int-or-string` and
+//! `x-kubernetes-embedded-resource`. Not evaluated: CEL rules (`x-kubernetes-validations`).
+//!
+//! Junctor failures are reported as upstream reports them: not as a field error but as an invalid empty
+//! value at the root (`<nil>: Invalid value: "": "spec" must validate one and only one schema (oneOf)...`).
 
 use serde_json::{Map, Value};
 
@@ -224,6 +228,7 @@ impl Validator {
                 ));
             }
         }
+        self.junctors(v, s, path, root);
         match v {
             Value::Number(_) => self.number(v, s, path),
             Value::String(st) => self.string(v, st, s, path),
@@ -247,6 +252,7 @@ impl Validator {
                         self.walk(item, item_schema, &format!("{path}[{i}]"), false);
                     }
                 }
+                self.list_uniqueness(items, s, path);
             }
             Value::Object(o) => {
                 for r in s.get("required").and_then(Value::as_array).into_iter().flatten() {
@@ -262,6 +268,13 @@ impl Validator {
                         path.to_string(),
                         format!("Too many: {}: must have at most {} items", o.len(), fmt_num(max)),
                     ));
+                }
+                if let Some(min) = num(s, "minProperties").filter(|m| n < *m) {
+                    self.invalid(
+                        path,
+                        &Value::from(min as i64),
+                        format!("{path} in body should have at least {} properties", fmt_num(min)),
+                    );
                 }
                 let declared = props(s);
                 for (k, val) in o {
@@ -305,6 +318,16 @@ impl Validator {
                 );
             }
         }
+        if let Some(factor) = num(s, "multipleOf").filter(|m| *m > 0.0) {
+            let q = f / factor;
+            if (q - q.round()).abs() > 1e-9 * q.abs().max(1.0) {
+                self.invalid(
+                    path,
+                    v,
+                    format!("{path} in body should be a multiple of {}", fmt_num(factor)),
+                );
+            }
+        }
     }
 
     fn string(&mut self, v: &Value, st: &str, s: &Value, path: &str) {
@@ -322,6 +345,11 @@ impl Validator {
                 format!("{path} in body should be at least {} chars long", fmt_num(min)),
             );
         }
+        if let Some(f) = s.get("format").and_then(Value::as_str) {
+            if crate::crd::formats::check(f, st) == Some(false) {
+                self.invalid(path, v, format!("{path} in body must be of type {f}: {st:?}"));
+            }
+        }
         if let Some(p) = s.get("pattern").and_then(Value::as_str) {
             match regex::Regex::new(p).ok() {
                 Some(re) if !re.is_match(st) => {
@@ -330,6 +358,131 @@ impl Validator {
                 _ => {}
             }
         }
+    }
+}
+
+/// Where upstream reports errors that belong to no single field (junctor failures): a nil field path.
+const NO_FIELD: &str = "<nil>";
+
+impl Validator {
+    fn alternative(v: &Value, s: &Value, path: &str, root: bool) -> Vec<(String, String)> {
+        let mut sub = Validator { causes: Vec::new() };
+        sub.walk(v, s, path, root);
+        sub.causes
+    }
+
+    fn composite(&mut self, why: String) {
+        self.causes
+            .push((NO_FIELD.to_string(), format!("Invalid value: \"\": {why}")));
+    }
+
+    /// `anyOf`, `oneOf`, `allOf` and `not`, with upstream's reporting: the junctor's own message, plus the
+    /// causes of the alternative that came closest (fewest causes) when none matched.
+    fn junctors(&mut self, v: &Value, s: &Value, path: &str, root: bool) {
+        let quoted = format!("{path:?}");
+        let list = |key: &str| s.get(key).and_then(Value::as_array).filter(|a| !a.is_empty());
+        let closest = |results: Vec<Vec<(String, String)>>| results.into_iter().min_by_key(Vec::len);
+        if let Some(alts) = list("anyOf") {
+            let results: Vec<_> = alts.iter().map(|a| Self::alternative(v, a, path, root)).collect();
+            if !results.iter().any(Vec::is_empty) {
+                self.composite(format!("{quoted} must validate at least one schema (anyOf)"));
+                self.causes.extend(closest(results).unwrap_or_default());
+            }
+        }
+        if let Some(alts) = list("oneOf") {
+            let results: Vec<_> = alts.iter().map(|a| Self::alternative(v, a, path, root)).collect();
+            match results.iter().filter(|r| r.is_empty()).count() {
+                1 => {}
+                0 => {
+                    self.composite(format!(
+                        "{quoted} must validate one and only one schema (oneOf). Found none valid"
+                    ));
+                    self.causes.extend(closest(results).unwrap_or_default());
+                }
+                n => self.composite(format!(
+                    "{quoted} must validate one and only one schema (oneOf). Found {n} valid alternatives"
+                )),
+            }
+        }
+        if let Some(alts) = list("allOf") {
+            let mut valid = 0;
+            for a in alts {
+                let r = Self::alternative(v, a, path, root);
+                valid += usize::from(r.is_empty());
+                self.causes.extend(r);
+            }
+            if valid != alts.len() {
+                let none = if valid == 0 { ". None validated" } else { "" };
+                self.composite(format!("{quoted} must validate all the schemas (allOf){none}"));
+            }
+        }
+        if let Some(not) = s.get("not").filter(|n| n.is_object()) {
+            if Self::alternative(v, not, path, root).is_empty() {
+                self.composite(format!("{quoted} must not validate the schema (not)"));
+            }
+        }
+    }
+
+    /// `x-kubernetes-list-type: set` (no item twice) and `map` (no two items with the same keys).
+    fn list_uniqueness(&mut self, items: &[Value], s: &Value, path: &str) {
+        match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("set") => {
+                for (i, item) in items.iter().enumerate() {
+                    if items[..i].contains(item) {
+                        self.causes
+                            .push((format!("{path}[{i}]"), format!("Duplicate value: {}", go_shown(item))));
+                    }
+                }
+            }
+            Some("map") => {
+                let keys: Vec<&str> = s
+                    .get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+                    .map(|k| k.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let key_of = |item: &Value| -> Option<Map<String, Value>> {
+                    let o = item.as_object()?;
+                    Some(
+                        keys.iter()
+                            .filter_map(|k| o.get(*k).map(|v| (k.to_string(), v.clone())))
+                            .collect(),
+                    )
+                };
+                let mut seen: Vec<Map<String, Value>> = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let Some(key) = key_of(item) else { continue };
+                    if seen.contains(&key) {
+                        self.causes.push((
+                            format!("{path}[{i}]"),
+                            format!("Duplicate value: {}", go_shown(&Value::Object(key))),
+                        ));
+                    } else {
+                        seen.push(key);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A value as Go's `%#v` prints an unstructured one (what upstream's duplicate errors show).
+fn go_shown(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::String(s) => format!("{s:?}"),
+        Value::Bool(_) | Value::Number(_) => v.to_string(),
+        Value::Array(a) => format!(
+            "[]interface {{}}{{{}}}",
+            a.iter().map(go_shown).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Object(o) => format!(
+            "map[string]interface {{}}{{{}}}",
+            o.iter()
+                .map(|(k, v)| format!("{k:?}:{}", go_shown(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -406,6 +559,143 @@ fn structural_node(s: &Value, path: &str, out: &mut Vec<(String, String)>) {
     }
     if let Some(i) = s.get("items").filter(|i| i.is_object()) {
         structural_node(i, &format!("{path}.items"), out);
+    }
+    list_type_errors(s, ty, path, out);
+    for_each_junctor(s, path, &mut |sub, vpath| {
+        nested_errors(sub, vpath, out);
+        completeness_errors(sub, s, path, vpath, out);
+    });
+}
+
+/// `x-kubernetes-list-type` and its keys, and `uniqueItems` (which upstream refuses).
+fn list_type_errors(s: &Value, ty: &str, path: &str, out: &mut Vec<(String, String)>) {
+    let list_type = s.get("x-kubernetes-list-type").and_then(Value::as_str);
+    let has_keys = s
+        .get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+        .is_some_and(|k| !k.is_empty());
+    if let Some(lt) = list_type {
+        if !["atomic", "set", "map"].contains(&lt) {
+            out.push((
+                format!("{path}.x-kubernetes-list-type"),
+                format!("Unsupported value: {lt:?}: supported values: \"atomic\", \"set\", \"map\""),
+            ));
+        }
+        if ty != "array" {
+            out.push((
+                format!("{path}.x-kubernetes-list-type"),
+                format!("Invalid value: {lt:?}: must only be used if type == array"),
+            ));
+        } else if lt == "map" && !has_keys {
+            out.push((
+                format!("{path}.x-kubernetes-list-map-keys"),
+                "Required value: must not be empty if x-kubernetes-list-type is map".to_string(),
+            ));
+        }
+    }
+    if has_keys && list_type != Some("map") {
+        out.push((
+            format!("{path}.x-kubernetes-list-map-keys"),
+            "Forbidden: must only be used if x-kubernetes-list-type is map".to_string(),
+        ));
+    }
+    if flag(s, "uniqueItems") {
+        out.push((
+            format!("{path}.uniqueItems"),
+            "Forbidden: uniqueItems cannot be set to true since the runtime complexity becomes quadratic".to_string(),
+        ));
+    }
+}
+
+/// Whether `alts` is the one junctor upstream allows to carry types: `anyOf: [{type: integer}, {type:
+/// string}]`, the spelled-out form of `x-kubernetes-int-or-string`.
+fn is_int_or_string_any_of(alts: &[Value]) -> bool {
+    let only_type = |a: &Value, t: &str| {
+        a.as_object()
+            .is_some_and(|o| o.len() == 1 && o.get("type").and_then(Value::as_str) == Some(t))
+    };
+    alts.len() == 2 && only_type(&alts[0], "integer") && only_type(&alts[1], "string")
+}
+
+/// Calls `f` with every junctor schema directly under `s` and its path (`{path}.anyOf[0]`), leaving out
+/// the int-or-string `anyOf`, which upstream allows to name types.
+fn for_each_junctor(s: &Value, path: &str, f: &mut dyn FnMut(&Value, &str)) {
+    for key in ["allOf", "anyOf", "oneOf"] {
+        let alts = s.get(key).and_then(Value::as_array);
+        if key == "anyOf" && alts.is_some_and(|a| is_int_or_string_any_of(a)) {
+            continue;
+        }
+        for (i, sub) in s.get(key).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            f(sub, &format!("{path}.{key}[{i}]"));
+        }
+    }
+    if let Some(not) = s.get("not").filter(|n| n.is_object()) {
+        f(not, &format!("{path}.not"));
+    }
+}
+
+/// What a schema under a junctor must not say (it may only restrict values, never shape them).
+fn nested_errors(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    for_each_junctor(v, path, &mut |sub, sub_path| nested_errors(sub, sub_path, out));
+    if let Some(items) = v.get("items").filter(|i| i.is_object()) {
+        nested_errors(items, &format!("{path}.items"), out);
+    }
+    if let Some(ps) = props(v) {
+        for (k, sub) in ps {
+            nested_errors(sub, &format!("{path}.properties[{k}]"), out);
+        }
+    }
+    let set = |key: &str| match v.get(key) {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    };
+    let forbidden: [(&str, &str); 11] = [
+        ("type", "must be empty to be structural"),
+        ("additionalProperties", "must be undefined to be structural"),
+        ("default", "must be undefined to be structural"),
+        ("title", "must be empty to be structural"),
+        ("description", "must be empty to be structural"),
+        ("nullable", "must be false to be structural"),
+        ("x-kubernetes-preserve-unknown-fields", "must be false to be structural"),
+        ("x-kubernetes-embedded-resource", "must be false to be structural"),
+        ("x-kubernetes-int-or-string", "must be false to be structural"),
+        ("x-kubernetes-list-map-keys", "must be empty to be structural"),
+        ("x-kubernetes-list-type", "must be undefined to be structural"),
+    ];
+    for (key, why) in forbidden {
+        if set(key) {
+            out.push((format!("{path}.{key}"), format!("Forbidden: {why}")));
+        }
+    }
+    if props(v).is_some_and(|p| p.contains_key("metadata")) {
+        out.push((
+            format!("{path}.properties[metadata]"),
+            "Forbidden: must not be specified in a nested context".to_string(),
+        ));
+    }
+}
+
+/// Every property or items a junctor schema `v` (at `vpath`) talks about must also be declared by the
+/// structural schema `s` (at `spath`): the junctor restricts values, it cannot add fields.
+fn completeness_errors(v: &Value, s: &Value, spath: &str, vpath: &str, out: &mut Vec<(String, String)>) {
+    for_each_junctor(v, vpath, &mut |sub, sub_path| {
+        completeness_errors(sub, s, spath, sub_path, out)
+    });
+    if let Some(vi) = v.get("items").filter(|i| i.is_object()) {
+        let (sp, vp) = (format!("{spath}.items"), format!("{vpath}.items"));
+        match s.get("items").filter(|i| i.is_object()) {
+            Some(si) => completeness_errors(vi, si, &sp, &vp, out),
+            None => out.push((sp, format!("Required value: because it is defined in {vp}"))),
+        }
+    }
+    for (k, vf) in props(v).into_iter().flatten() {
+        let (sp, vp) = (format!("{spath}.properties[{k}]"), format!("{vpath}.properties[{k}]"));
+        match props(s).and_then(|p| p.get(k)) {
+            Some(sf) => completeness_errors(vf, sf, &sp, &vp, out),
+            None => out.push((sp, format!("Required value: because it is defined in {vp}"))),
+        }
     }
 }
 
@@ -565,5 +855,166 @@ mod tests {
                 "Invalid value: \"string\": must be object at the root".to_string()
             )]
         );
+    }
+
+    fn has(causes: &[(String, String)], field: &str, msg: &str) -> bool {
+        causes.iter().any(|(f, m)| f == field && m == msg)
+    }
+
+    #[test]
+    fn junctors_report_as_upstream() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "properties": {"a": {"type": "string"}, "b": {"type": "string"}, "n": {"type": "integer"}},
+            "oneOf": [{"required": ["a"]}, {"required": ["b"]}],
+            "anyOf": [{"properties": {"n": {"minimum": 10}}}, {"properties": {"n": {"maximum": 0}}}],
+            "not": {"required": ["n"], "properties": {"n": {"enum": [5]}}},
+            "allOf": [{"properties": {"a": {"maxLength": 3}}}]}}});
+        assert!(validate(&json!({"spec": {"a": "x", "n": 20}}), &s).is_empty());
+        let none = validate(&json!({"spec": {"n": 20}}), &s);
+        assert!(
+            has(
+                &none,
+                "<nil>",
+                "Invalid value: \"\": \"spec\" must validate one and only one schema (oneOf). Found none valid"
+            ),
+            "{none:?}"
+        );
+        assert!(has(&none, "spec.a", "Required value"), "{none:?}");
+        let both = validate(&json!({"spec": {"a": "x", "b": "y"}}), &s);
+        assert!(
+            has(
+                &both,
+                "<nil>",
+                "Invalid value: \"\": \"spec\" must validate one and only one schema (oneOf). Found 2 valid alternatives"
+            ),
+            "{both:?}"
+        );
+        let any = validate(&json!({"spec": {"a": "x", "n": 5}}), &s);
+        assert!(
+            has(
+                &any,
+                "<nil>",
+                "Invalid value: \"\": \"spec\" must validate at least one schema (anyOf)"
+            ),
+            "{any:?}"
+        );
+        assert!(
+            has(
+                &any,
+                "<nil>",
+                "Invalid value: \"\": \"spec\" must not validate the schema (not)"
+            ),
+            "{any:?}"
+        );
+        assert!(
+            has(
+                &any,
+                "spec.n",
+                "Invalid value: 5: spec.n in body should be greater than or equal to 10"
+            ),
+            "{any:?}"
+        );
+        let all = validate(&json!({"spec": {"a": "long", "n": 20}}), &s);
+        assert!(has(&all, "spec.a", "Too long: may not be more than 3 bytes"), "{all:?}");
+        assert!(
+            has(
+                &all,
+                "<nil>",
+                "Invalid value: \"\": \"spec\" must validate all the schemas (allOf). None validated"
+            ),
+            "{all:?}"
+        );
+    }
+
+    #[test]
+    fn formats_multiples_properties_and_list_types() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object", "minProperties": 1,
+            "properties": {
+                "when": {"type": "string", "format": "date-time"},
+                "step": {"type": "number", "multipleOf": 0.5},
+                "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+                "ports": {"type": "array", "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["port", "protocol"],
+                    "items": {"type": "object", "properties": {
+                        "port": {"type": "integer"}, "protocol": {"type": "string"}, "name": {"type": "string"}}}}}}}});
+        let ok = json!({"spec": {"when": "2024-01-02T03:04:05Z", "step": 1.5, "tags": ["a", "b"],
+            "ports": [{"port": 80, "protocol": "TCP"}, {"port": 80, "protocol": "UDP"}]}});
+        assert!(validate(&ok, &s).is_empty(), "{:?}", validate(&ok, &s));
+        let bad = json!({"spec": {"when": "soon", "step": 1.2, "tags": ["a", "b", "a"],
+            "ports": [{"port": 80, "protocol": "TCP", "name": "x"}, {"port": 80, "protocol": "TCP"}]}});
+        let c = validate(&bad, &s);
+        let want = [
+            (
+                "spec.when",
+                "Invalid value: \"soon\": spec.when in body must be of type date-time: \"soon\"",
+            ),
+            (
+                "spec.step",
+                "Invalid value: 1.2: spec.step in body should be a multiple of 0.5",
+            ),
+            ("spec.tags[2]", "Duplicate value: \"a\""),
+            (
+                "spec.ports[1]",
+                "Duplicate value: map[string]interface {}{\"port\":80, \"protocol\":\"TCP\"}",
+            ),
+        ];
+        for (f, m) in want {
+            assert!(has(&c, f, m), "missing {f}: {m} in {c:?}");
+        }
+        assert_eq!(c.len(), want.len(), "{c:?}");
+        let empty = validate(&json!({"spec": {}}), &s);
+        assert_eq!(
+            empty,
+            vec![(
+                "spec".to_string(),
+                "Invalid value: 1: spec in body should have at least 1 properties".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn junctors_may_only_restrict_values() {
+        let p = "spec.versions[0].schema.openAPIV3Schema";
+        let s = json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {"a": {"type": "string"}},
+                "anyOf": [{"type": "object", "description": "d", "properties": {"b": {"maxLength": 1}}}],
+                "oneOf": [{"properties": {"a": {"nullable": true}}}]},
+            "port": {"x-kubernetes-int-or-string": true,
+                "anyOf": [{"type": "integer"}, {"type": "string"}]},
+            "list": {"type": "array", "items": {"type": "string"}, "uniqueItems": true,
+                "x-kubernetes-list-type": "map"},
+            "n": {"type": "string", "x-kubernetes-list-type": "set"}}});
+        let errs = structural_errors(&s, p);
+        let want = [
+            (format!("{p}.properties[spec].anyOf[0].type"), "Forbidden: must be empty to be structural"),
+            (
+                format!("{p}.properties[spec].anyOf[0].description"),
+                "Forbidden: must be empty to be structural",
+            ),
+            (
+                format!("{p}.properties[spec].oneOf[0].properties[a].nullable"),
+                "Forbidden: must be false to be structural",
+            ),
+            (
+                format!("{p}.properties[spec].properties[b]"),
+                "Required value: because it is defined in spec.versions[0].schema.openAPIV3Schema.properties[spec].anyOf[0].properties[b]",
+            ),
+            (
+                format!("{p}.properties[list].x-kubernetes-list-map-keys"),
+                "Required value: must not be empty if x-kubernetes-list-type is map",
+            ),
+            (
+                format!("{p}.properties[list].uniqueItems"),
+                "Forbidden: uniqueItems cannot be set to true since the runtime complexity becomes quadratic",
+            ),
+            (
+                format!("{p}.properties[n].x-kubernetes-list-type"),
+                "Invalid value: \"set\": must only be used if type == array",
+            ),
+        ];
+        for (f, m) in &want {
+            assert!(has(&errs, f, m), "missing {f}: {m} in {errs:?}");
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:?}");
     }
 }

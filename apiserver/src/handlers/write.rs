@@ -161,6 +161,17 @@ impl ApiError {
     }
 }
 
+impl Ctx<'_> {
+    /// The resource's defaults, plus what needs the server: a CRD's names are granted against the other
+    /// CRDs (`old`: the stored object on an update).
+    fn default_object(&self, old: Option<&Value>, obj: &mut Value) {
+        self.r.default_object(obj);
+        if self.r.builtin_kind() == Some("CustomResourceDefinition") {
+            crate::crd::accept_names_among_stored(self.server, old, obj);
+        }
+    }
+}
+
 pub(crate) fn encode(obj: &Value) -> Vec<u8> {
     // resourceVersion is the key's mod_revision, never stored in the value.
     let mut o = obj.clone();
@@ -304,7 +315,7 @@ pub async fn create(ctx: &Ctx<'_>, q: &HashMap<String, String>, body: &[u8], op:
             o.remove("status");
         }
     }
-    ctx.r.default_object(&mut obj);
+    ctx.default_object(None, &mut obj);
     if ctx.r.builtin_kind() == Some("Service") {
         allocate_service_addresses(ctx, &mut obj);
     }
@@ -564,7 +575,7 @@ pub async fn update(ctx: &Ctx<'_>, name: &str, q: &HashMap<String, String>, body
         None => kv.mod_revision,
     };
     carry_over(ctx, &old, &mut obj)?;
-    ctx.r.default_object(&mut obj);
+    ctx.default_object(Some(&old), &mut obj);
     ctx.r.validate_update(&old, &obj)?;
     let obj = ctx.manage_fields(q, &old, obj, None, name)?;
     let out = store_update(ctx, name, expected, obj, dry_run(q)).await?;
@@ -630,7 +641,7 @@ pub async fn patch(
             return Err(ApiError::bad_request("metadata.name may not be changed by a patch"));
         }
         carry_over(ctx, &old, &mut new)?;
-        ctx.r.default_object(&mut new);
+        ctx.default_object(Some(&old), &mut new);
         ctx.r.validate_update(&old, &new)?;
         let new = ctx.manage_fields(q, &old, new, applied.as_ref(), name)?;
         match store_update(ctx, name, kv.mod_revision, new, dry_run(q)).await {
