@@ -710,6 +710,9 @@ spec:
             anyOf:
             - required: [color]
             - required: [port]
+            x-kubernetes-validations:
+            - rule: "!has(self.tags) || self.tags.size() <= 2"
+              message: at most two tags
 "#;
 
 #[test]
@@ -826,9 +829,22 @@ spec:
         "spec.color: Required value",
         "spec.tags[2]: Duplicate value: \"a\"",
         "spec.when: Invalid value: \"soon\": spec.when in body must be of type date-time: \"soon\"",
+        "spec: Invalid value: \"object\": at most two tags",
     ] {
         assert!(e.contains(want), "{want:?} not in {e}");
     }
+    // A CEL rule that does not compile is refused with the CRD.
+    let e = s.fails_in(
+        &["apply", "-f", "-"],
+        &GIZMOS.replace("self.tags.size() <= 2", "self.tags.size() <="),
+    );
+    assert!(
+        e.contains(
+            "spec.versions[1].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("compilation failed"), "{e}");
     // A junctor that would declare a field of its own makes the schema non-structural.
     let e = s.fails_in(
         &["apply", "-f", "-"],

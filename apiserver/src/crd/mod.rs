@@ -8,6 +8,7 @@
 //! A CRD write returns once this server's registry has seen it (`wait_seen`), so a client may use the new
 //! resource right after its create.
 
+mod cel;
 mod formats;
 pub mod schema;
 

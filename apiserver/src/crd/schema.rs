@@ -5,7 +5,7 @@
 //! `format`, `minItems`/`maxItems`, `minProperties`/`maxProperties`, `nullable`, `default`, the junctors
 //! `allOf`/`anyOf`/`oneOf`/`not`, `x-kubernetes-list-type` set and map uniqueness,
 //! `x-kubernetes-preserve-unknown-fields`, `x-kubernetes-int-or-string` and
-//! `x-kubernetes-embedded-resource`. Not evaluated: CEL rules (`x-kubernetes-validations`).
+//! `x-kubernetes-embedded-resource`, and CEL rules (`x-kubernetes-validations`, in `cel.rs`).
 //!
 //! Junctor failures are reported as upstream reports them: not as a field error but as an invalid empty
 //! value at the root (`<nil>: Invalid value: "": "spec" must validate one and only one schema (oneOf)...`).
@@ -229,6 +229,10 @@ impl Validator {
             }
         }
         self.junctors(v, s, path, root);
+        if s.get("x-kubernetes-validations").is_some() {
+            let ty = s.get("type").and_then(Value::as_str).unwrap_or_else(|| type_name(v));
+            self.causes.extend(crate::crd::cel::check(v, s, path, ty));
+        }
         match v {
             Value::Number(_) => self.number(v, s, path),
             Value::String(st) => self.string(v, st, s, path),
@@ -561,6 +565,7 @@ fn structural_node(s: &Value, path: &str, out: &mut Vec<(String, String)>) {
         structural_node(i, &format!("{path}.items"), out);
     }
     list_type_errors(s, ty, path, out);
+    crate::crd::cel::compile_errors(s, path, out);
     for_each_junctor(s, path, &mut |sub, vpath| {
         nested_errors(sub, vpath, out);
         completeness_errors(sub, s, path, vpath, out);
