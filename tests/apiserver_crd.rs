@@ -706,7 +706,11 @@ spec:
               color: {type: string, pattern: "^[a-z]+$"}
               port: {x-kubernetes-int-or-string: true}
               tags: {type: array, x-kubernetes-list-type: set, items: {type: string}}
-              when: {type: string, format: date-time}
+              when:
+                type: string
+                format: date-time
+                x-kubernetes-validations:
+                - {rule: "self == oldSelf", message: when is immutable}
             anyOf:
             - required: [color]
             - required: [port]
@@ -833,6 +837,33 @@ spec:
     ] {
         assert!(e.contains(want), "{want:?} not in {e}");
     }
+    // A transition rule: `when` may be set on create, not changed by an update.
+    s.ok_in(
+        &["create", "-f", "-"],
+        "apiVersion: tools.example.org/v1\nkind: Gizmo\nmetadata: {name: g5}\nspec: {color: red, when: \"2024-01-01T00:00:00Z\"}\n",
+    );
+    let e = s.fails(&[
+        "patch",
+        "gizmo",
+        "g5",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"when":"2025-01-01T00:00:00Z"}}"#,
+    ]);
+    assert!(
+        e.contains("spec.when: Invalid value: \"string\": when is immutable"),
+        "{e}"
+    );
+    s.ok(&[
+        "patch",
+        "gizmo",
+        "g5",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"color":"green"}}"#,
+    ]);
     // A CEL rule that does not compile is refused with the CRD.
     let e = s.fails_in(
         &["apply", "-f", "-"],

@@ -1,6 +1,7 @@
 //! CEL validation rules of CRD schemas (`x-kubernetes-validations`), evaluated with the `cel-interpreter`
 //! crate: each rule runs with `self` bound to the value at its schema node. Transition rules (those that
-//! read `oldSelf`) need the stored object and are not evaluated; neither are upstream's cost limits.
+//! read `oldSelf`) run on updates only, where the stored object has a value at the same object path
+//! (not inside lists); upstream's cost limits are not applied.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -88,17 +89,31 @@ fn field_of(path: &str, r: &Value) -> String {
 }
 
 /// The node's rules evaluated against `v` (at `path`, of schema type `ty`), as validation causes.
+/// Transition rules are left to [`check_transition`].
 pub fn check(v: &Value, s: &Value, path: &str, ty: &str) -> Vec<(String, String)> {
+    evaluate(v, None, s, path, ty)
+}
+
+/// The node's transition rules (those reading `oldSelf`), for an update whose stored value at this node
+/// is `old`.
+pub fn check_transition(v: &Value, old: &Value, s: &Value, path: &str, ty: &str) -> Vec<(String, String)> {
+    evaluate(v, Some(old), s, path, ty)
+}
+
+fn evaluate(v: &Value, old: Option<&Value>, s: &Value, path: &str, ty: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut self_value = None;
     for (_, r) in rules(s) {
         let rule = text(r, "rule");
         let Ok(p) = program(rule) else { continue }; // refused when the CRD was written
-        if p.references().has_variable("oldSelf") {
+        if p.references().has_variable("oldSelf") != old.is_some() {
             continue;
         }
         let mut ctx = Context::default();
         ctx.add_variable_from_value("self", self_value.get_or_insert_with(|| to_cel(v)).clone());
+        if let Some(old) = old {
+            ctx.add_variable_from_value("oldSelf", to_cel(old));
+        }
         let why = match p.execute(&ctx) {
             Ok(Cel::Bool(true)) => continue,
             Ok(Cel::Bool(false)) => match text(r, "message") {
@@ -157,6 +172,22 @@ mod tests {
             vec![(
                 "<nil>".to_string(),
                 "Invalid value: \"object\": failed rule: self.size() < 2".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn transition_rules_see_the_old_value() {
+        let s = json!({"type": "string", "x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": "Value is immutable"},
+            {"rule": "self.size() > 0"}]});
+        assert!(check(&json!("a"), &s, "spec.name", "string").is_empty());
+        assert!(check_transition(&json!("a"), &json!("a"), &s, "spec.name", "string").is_empty());
+        assert_eq!(
+            check_transition(&json!("b"), &json!("a"), &s, "spec.name", "string"),
+            vec![(
+                "spec.name".to_string(),
+                "Invalid value: \"string\": Value is immutable".to_string()
             )]
         );
     }

@@ -490,6 +490,32 @@ fn go_shown(v: &Value) -> String {
     }
 }
 
+/// An update's violations of the CEL transition rules (`oldSelf`) of `schema`, at every node where the
+/// stored object `old` has a value at the same object path.
+pub fn validate_transitions(new: &Value, old: &Value, schema: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    transitions(new, old, schema, "", &mut out);
+    out
+}
+
+fn transitions(new: &Value, old: &Value, s: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    if s.get("x-kubernetes-validations").is_some() {
+        let ty = s.get("type").and_then(Value::as_str).unwrap_or_else(|| type_name(new));
+        out.extend(crate::crd::cel::check_transition(new, old, s, path, ty));
+    }
+    if let (Value::Object(n), Value::Object(o)) = (new, old) {
+        for (k, nv) in n {
+            if path.is_empty() && ROOT_FIELDS.contains(&k.as_str()) {
+                continue;
+            }
+            let (Some(ov), Some(sub)) = (o.get(k), props(s).and_then(|p| p.get(k)).or_else(|| additional(s))) else {
+                continue;
+            };
+            transitions(nv, ov, sub, &child(path, k), out);
+        }
+    }
+}
+
 /// Violations of `schema` by `obj`, as (field, message) causes in upstream's words, e.g.
 /// (`spec.replicas`, `Invalid value: "string": spec.replicas in body must be of type integer: "string"`).
 pub fn validate(obj: &Value, schema: &Value) -> Vec<(String, String)> {

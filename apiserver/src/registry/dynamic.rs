@@ -62,6 +62,14 @@ impl Custom {
         }
     }
 
+    /// An update's violations of the schema's CEL transition rules (`oldSelf`).
+    pub fn validate_transitions(&self, old: &Value, new: &Value) -> Vec<(String, String)> {
+        match &self.schema {
+            Some(s) => crate::crd::schema::validate_transitions(new, old, s),
+            None => Vec::new(),
+        }
+    }
+
     /// The fields `obj` has that the schema does not declare, as `unknown field "spec.x"` (strict field
     /// validation).
     pub fn unknown_fields(&self, obj: &Value) -> Vec<String> {

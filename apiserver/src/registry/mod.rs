@@ -672,8 +672,13 @@ impl Resource {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let mut causes = Vec::new();
-        if self.custom.is_some() {
-            return Ok(());
+        if let Some(c) = &self.custom {
+            let causes = c.validate_transitions(old, new);
+            return if causes.is_empty() {
+                Ok(())
+            } else {
+                Err(ApiError::invalid(self.kind, self.group, name, causes))
+            };
         }
         if self.kind == "CustomResourceDefinition" {
             return crate::crd::validate_crd_update(old, new);
