@@ -172,46 +172,39 @@ pub fn accept_names(crd: &mut Value, previously: Option<&Value>, others: &[Arc<V
     let before = previously.filter(|p| p.is_object()).unwrap_or(&empty);
     let mut granted = before.as_object().cloned().unwrap_or_default();
     let mut conflict: Option<(&str, String)> = None;
-    for (field, reason, used) in [
-        ("plural", "PluralConflict", &resources),
-        ("singular", "SingularConflict", &resources),
-    ] {
-        let (req, acc) = (
-            str_at(&requested, &format!("/{field}")),
-            str_at(before, &format!("/{field}")),
-        );
-        match accepted_or_fresh(req, acc, used) {
-            Ok(()) => {
-                granted.insert(field.into(), json!(req));
-            }
-            Err(e) => conflict = Some((reason, e)),
-        }
-    }
+    let single = |field: &str, reason: &'static str, used: &HashSet<String>| {
+        let req = str_at(&requested, &format!("/{field}"));
+        accepted_or_fresh(req, str_at(before, &format!("/{field}")), used)
+            .map(|()| json!(req))
+            .map_err(|e| (reason, e))
+    };
     let (req_short, acc_short) = (strings_at(&requested, "/shortNames"), strings_at(before, "/shortNames"));
-    if req_short != acc_short {
+    let short = (req_short != acc_short).then(|| {
         let errs: Vec<String> = req_short
             .iter()
             .filter(|s| !acc_short.contains(s))
             .filter_map(|s| accepted_or_fresh(s, "", &resources).err())
             .collect();
         match errs.len() {
-            0 => {
-                granted.insert("shortNames".into(), json!(req_short));
-            }
-            1 => conflict = Some(("ShortNamesConflict", errs[0].clone())),
-            _ => conflict = Some(("ShortNamesConflict", format!("[{}]", errs.join(", ")))),
+            0 => Ok(json!(req_short)),
+            1 => Err(("ShortNamesConflict", errs[0].clone())),
+            _ => Err(("ShortNamesConflict", format!("[{}]", errs.join(", ")))),
         }
-    }
-    for (field, reason) in [("kind", "KindConflict"), ("listKind", "ListKindConflict")] {
-        let (req, acc) = (
-            str_at(&requested, &format!("/{field}")),
-            str_at(before, &format!("/{field}")),
-        );
-        match accepted_or_fresh(req, acc, &kinds) {
-            Ok(()) => {
-                granted.insert(field.into(), json!(req));
+    });
+    // In upstream's order: the last conflict found is the one reported.
+    for (field, outcome) in [
+        ("plural", Some(single("plural", "PluralConflict", &resources))),
+        ("singular", Some(single("singular", "SingularConflict", &resources))),
+        ("shortNames", short),
+        ("kind", Some(single("kind", "KindConflict", &kinds))),
+        ("listKind", Some(single("listKind", "ListKindConflict", &kinds))),
+    ] {
+        match outcome {
+            Some(Ok(v)) => {
+                granted.insert(field.into(), v);
             }
-            Err(e) => conflict = Some((reason, e)),
+            Some(Err(c)) => conflict = Some(c),
+            None => {}
         }
     }
     // Categories are shared, never a conflict.
@@ -223,11 +216,7 @@ pub fn accept_names(crd: &mut Value, previously: Option<&Value>, others: &[Arc<V
     let Some(o) = crd.as_object_mut() else { return };
     let status = crate::registry::entry_obj(o, "status");
     status.insert("acceptedNames".into(), Value::Object(granted));
-    let established = status
-        .get("conditions")
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Established"))
-        .map(|c| c["status"] == "True");
+    let established = condition_in(status, "Established").map(|c| c["status"] == "True");
     match conflict {
         None => {
             set_condition(status, "NamesAccepted", "True", "NoConflicts", "no conflicts found");
@@ -276,10 +265,21 @@ pub fn accept_names_among_stored(server: &ApiServer, old: Option<&Value>, crd: &
 /// Whether a CRD's resource is served: its names were accepted once (`Established`). A CRD stored
 /// without conditions (written by an older Rudder) counts as established.
 fn established(crd: &Value) -> bool {
-    crd.pointer("/status/conditions")
+    condition(crd, "Established").is_none_or(|c| c["status"] == "True")
+}
+
+/// The condition of type `ty` in a CRD's status, if set.
+fn condition<'a>(crd: &'a Value, ty: &str) -> Option<&'a Value> {
+    crd.get("status")
+        .and_then(Value::as_object)
+        .and_then(|st| condition_in(st, ty))
+}
+
+fn condition_in<'a>(status: &'a serde_json::Map<String, Value>, ty: &str) -> Option<&'a Value> {
+    status
+        .get("conditions")
         .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Established"))
-        .is_none_or(|c| c["status"] == "True")
+        .and_then(|cs| cs.iter().find(|c| c["type"] == ty))
 }
 
 /// What a DELETE does to a CRD before it can go: the cleanup finalizer and the Terminating condition.
@@ -734,10 +734,7 @@ pub async fn cleanup(server: Arc<ApiServer>) {
 async fn retry_names(server: &ApiServer, crds: &[Arc<Value>]) {
     let Some(r) = crd_resource() else { return };
     for crd in crds {
-        let conds = crd.pointer("/status/conditions").and_then(Value::as_array);
-        let accepted = conds
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "NamesAccepted"))
-            .is_none_or(|c| c["status"] == "True");
+        let accepted = condition(crd, "NamesAccepted").is_none_or(|c| c["status"] == "True");
         if accepted || crd.pointer("/metadata/deletionTimestamp").is_some() {
             continue;
         }
@@ -884,11 +881,8 @@ mod tests {
         assert_eq!(before, c);
     }
 
-    fn condition<'a>(c: &'a Value, ty: &str) -> (&'a str, &'a str, &'a str) {
-        let found = c["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|x| x["type"] == ty));
-        match found {
+    fn condition_of<'a>(c: &'a Value, ty: &str) -> (&'a str, &'a str, &'a str) {
+        match condition(c, ty) {
             Some(x) => (
                 x["status"].as_str().unwrap_or(""),
                 x["reason"].as_str().unwrap_or(""),
@@ -911,11 +905,11 @@ mod tests {
         default_crd(&mut second);
         accept_names(&mut second, None, std::slice::from_ref(&first));
         assert_eq!(
-            condition(&second, "NamesAccepted"),
+            condition_of(&second, "NamesAccepted"),
             ("False", "ListKindConflict", "\"WidgetList\" is already in use")
         );
         assert_eq!(
-            condition(&second, "Established"),
+            condition_of(&second, "Established"),
             ("False", "NotAccepted", "not all names are accepted")
         );
         assert!(
@@ -931,7 +925,7 @@ mod tests {
         default_crd(&mut third);
         accept_names(&mut third, None, std::slice::from_ref(&first));
         assert_eq!(
-            condition(&third, "NamesAccepted"),
+            condition_of(&third, "NamesAccepted"),
             (
                 "False",
                 "ShortNamesConflict",
@@ -941,10 +935,10 @@ mod tests {
         // Another group does not conflict; and once the holder is gone the names are granted.
         accept_names(&mut second, None, &[]);
         assert_eq!(
-            condition(&second, "NamesAccepted"),
+            condition_of(&second, "NamesAccepted"),
             ("True", "NoConflicts", "no conflicts found")
         );
-        assert_eq!(condition(&second, "Established").0, "True");
+        assert_eq!(condition_of(&second, "Established").0, "True");
         assert_eq!(resources_of(&second).len(), 1);
         // An established CRD that asks for a taken kind keeps serving its granted one.
         let mut gizmos = crd();
@@ -957,8 +951,8 @@ mod tests {
         renamed["spec"]["names"]["kind"] = json!("Widget");
         renamed["spec"]["names"]["listKind"] = json!("WidgetList");
         accept_names(&mut renamed, Some(&granted), std::slice::from_ref(&first));
-        assert_eq!(condition(&renamed, "NamesAccepted").0, "False");
-        assert_eq!(condition(&renamed, "Established").0, "True");
+        assert_eq!(condition_of(&renamed, "NamesAccepted").0, "False");
+        assert_eq!(condition_of(&renamed, "Established").0, "True");
         assert_eq!(renamed["status"]["acceptedNames"]["kind"], granted["kind"]);
         assert_eq!(resources_of(&renamed).first().map(|r| r.kind), granted["kind"].as_str());
     }
