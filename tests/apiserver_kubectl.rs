@@ -496,6 +496,8 @@ fn write_suite(s: &Server) {
     assert_eq!(s.ok(&["get", "cm", "owned", "-o", "jsonpath={.data.x}"]), "5");
     s.ok(&["delete", "cm", "owned"]);
 
+    custom_resource_apply(s);
+
     s.ok(&["label", "deploy", "app", "tier=web"]);
     s.ok(&["annotate", "deploy", "app", "note=hello"]);
     let got = s.ok(&[
@@ -561,6 +563,92 @@ fn write_suite(s: &Server) {
     assert!(s.ok(&["delete", "deploy", "app", "--wait=true"]).contains("deleted"));
     let e = s.fails(&["delete", "namespace", "default"]);
     assert!(e.contains("(Forbidden)"), "{e}");
+}
+
+/// Server-side apply of a custom resource whose CRD declares a `x-kubernetes-list-type: map` list keyed by
+/// `name`: two managers each own their item (`k:{"name":...}`) without conflict; changing the other's item
+/// is a 409; strategic merge patches are refused as upstream refuses them for custom resources.
+fn custom_resource_apply(s: &Server) {
+    const CRD: &str = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  \
+        name: gates.example.com\nspec:\n  group: example.com\n  scope: Namespaced\n  names:\n    plural: gates\n    \
+        singular: gate\n    kind: Gate\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    \
+        schema:\n      openAPIV3Schema:\n        type: object\n        properties:\n          spec:\n            \
+        type: object\n            properties:\n              routes:\n                type: array\n                \
+        x-kubernetes-list-type: map\n                x-kubernetes-list-map-keys: [name]\n                items:\n                  \
+        type: object\n                  required: [name]\n                  properties:\n                    \
+        name: {type: string}\n                    port: {type: integer}\n";
+    let o = s.kubectl_in(&["apply", "-f", "-"], CRD);
+    assert!(o.ok, "{}{}", o.stdout, o.stderr);
+    s.ok(&[
+        "wait",
+        "--for",
+        "condition=established",
+        "crd/gates.example.com",
+        "--timeout",
+        "20s",
+    ]);
+    let gate = |route: &str, port: u16| {
+        format!(
+            "apiVersion: example.com/v1\nkind: Gate\nmetadata:\n  name: g\nspec:\n  routes:\n  - name: {route}\n    port: {port}\n"
+        )
+    };
+    for (manager, route) in [("a", "web"), ("b", "api")] {
+        let o = s.kubectl_in(
+            &["apply", "--server-side", "--field-manager", manager, "-f", "-"],
+            &gate(route, 80),
+        );
+        assert!(o.ok, "{manager}: {}{}", o.stdout, o.stderr);
+    }
+    assert_eq!(
+        s.ok(&["get", "gate", "g", "-o", "jsonpath={.spec.routes[*].name}"]),
+        "web api"
+    );
+    let obj: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "gate", "g", "-o", "json", "--show-managed-fields"])).unwrap();
+    let routes_of = |manager: &str| {
+        let entries = obj["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+        let e = entries.iter().find(|e| e["manager"] == manager).cloned();
+        e.map(|e| e["fieldsV1"]["f:spec"]["f:routes"].clone())
+    };
+    let item = serde_json::json!({".": {}, "f:name": {}, "f:port": {}});
+    assert_eq!(
+        routes_of("a"),
+        Some(serde_json::json!({"k:{\"name\":\"web\"}": item})),
+        "{obj}"
+    );
+    assert_eq!(
+        routes_of("b"),
+        Some(serde_json::json!({"k:{\"name\":\"api\"}": item})),
+        "{obj}"
+    );
+    // b changing a's item: a conflict on that item's field.
+    let o = s.kubectl_in(
+        &["apply", "--server-side", "--field-manager", "b", "-f", "-"],
+        &format!("{}  - name: web\n    port: 8080\n", gate("api", 80)),
+    );
+    assert!(!o.ok, "{}", o.stdout);
+    assert!(
+        o.stderr.contains(
+            r#"Apply failed with 1 conflict: conflict with "a" using example.com/v1: .spec.routes[name="web"].port"#
+        ),
+        "{}",
+        o.stderr
+    );
+    let e = s.fails(&[
+        "patch",
+        "gate",
+        "g",
+        "--type",
+        "strategic",
+        "-p",
+        r#"{"spec":{"routes":[]}}"#,
+    ]);
+    assert!(
+        e.contains("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"),
+        "{e}"
+    );
+    s.ok(&["delete", "gate", "g"]);
+    s.ok(&["delete", "crd", "gates.example.com"]);
 }
 
 #[test]

@@ -3,23 +3,27 @@
 //! field that owner set to a different value (409 unless `force`), and fields an applier stops applying
 //! are removed when nobody else owns them.
 //!
-//! Lists of objects that have a merge key (containers by name, ports by containerPort...) are owned per
-//! item (`k:{"name":"c"}`); every other list is atomic, owned as a whole, as upstream's atomic lists are.
+//! Lists are owned as the schema says (`crate::openapi::SchemaNode`, structured-merge-diff's rules): items of
+//! `map` lists per item by all their keys (`k:{"containerPort":80,"protocol":"TCP"}`, a key an item omits
+//! taking its default), items of `set` lists per value (`v:"a"`), every other list as a whole (atomic), as
+//! are objects of `x-kubernetes-map-type: atomic`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, Target};
-use crate::handlers::merge_key;
+use crate::openapi::{ListType, SchemaNode};
 
 /// One step of a field path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Elem {
     /// `f:<name>`: a field of an object.
     Field(String),
-    /// `k:<json>`: the list item whose merge key fields equal this (compact JSON object).
+    /// `k:<json>`: the item of a map list whose key fields equal this (compact JSON object, keys sorted).
     Key(String),
+    /// `v:<json>`: the item of a set list with this value (compact JSON).
+    Value(String),
 }
 
 impl Elem {
@@ -27,35 +31,114 @@ impl Elem {
         match self {
             Elem::Field(f) => format!("f:{f}"),
             Elem::Key(k) => format!("k:{k}"),
+            Elem::Value(v) => format!("v:{v}"),
         }
     }
 
     fn decode(s: &str) -> Option<Elem> {
         if let Some(f) = s.strip_prefix("f:") {
             Some(Elem::Field(f.to_string()))
+        } else if let Some(k) = s.strip_prefix("k:") {
+            // Canonical form (sorted, compact), so that it compares equal to the keys we compute.
+            let fields: Map<String, Value> = serde_json::from_str(k).ok()?;
+            Some(Elem::Key(key_json(fields.into_iter().collect())))
         } else {
-            s.strip_prefix("k:").map(|k| Elem::Key(k.to_string()))
+            let v: Value = serde_json::from_str(s.strip_prefix("v:")?).ok()?;
+            Some(Elem::Value(v.to_string()))
         }
     }
 
-    /// How upstream prints the step in a conflict message.
+    /// How upstream prints the step in a conflict message: `.name`, `[name="c",port=80]`, `[="a"]`.
     fn display(&self) -> String {
         match self {
             Elem::Field(f) => format!(".{f}"),
             Elem::Key(k) => {
                 let parts: Vec<String> = serde_json::from_str::<Map<String, Value>>(k)
-                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", scalar(v))).collect())
+                    .map(|m| m.iter().map(|(k, v)| format!("{k}={}", go_string(v))).collect())
                     .unwrap_or_default();
                 format!("[{}]", parts.join(","))
+            }
+            Elem::Value(v) => {
+                let v: Value = serde_json::from_str(v).unwrap_or(Value::Null);
+                format!("[={}]", go_string(&v))
             }
         }
     }
 }
 
-fn scalar(v: &Value) -> String {
+/// structured-merge-diff's `value.ToString`: strings quoted, numbers and booleans bare.
+fn go_string(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::Null => "null".into(),
+        Value::Array(a) => format!("[{}]", a.iter().map(go_string).collect::<Vec<_>>().join(",")),
+        Value::Object(m) => {
+            let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", go_string(v))).collect();
+            format!("{{{}}}", parts.join(";"))
+        }
         other => other.to_string(),
+    }
+}
+
+/// A key as upstream serializes it: a compact JSON object, fields sorted by name.
+fn key_json(mut fields: Vec<(String, Value)>) -> String {
+    fields.sort_by(|a, b| a.0.cmp(&b.0));
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))
+        .collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+/// The key of an item of a map list (at `list`) keyed by `keys`: the key fields it has, the defaults of
+/// those it omits (as upstream, a key without value nor default is left out); None when the item is not
+/// an object or carries none of the keys.
+fn item_key(item: &Value, keys: &[String], list: SchemaNode<'_>) -> Option<String> {
+    let m = item.as_object()?;
+    let items = list.items();
+    let fields: Vec<(String, Value)> = keys
+        .iter()
+        .filter_map(|k| {
+            let v = m.get(k).or_else(|| items.default_of(k))?;
+            Some((k.clone(), v.clone()))
+        })
+        .collect();
+    (!fields.is_empty()).then(|| key_json(fields))
+}
+
+/// The value of an item of a set list: scalars only.
+fn item_value(item: &Value) -> Option<String> {
+    (!item.is_object() && !item.is_array() && !item.is_null()).then(|| item.to_string())
+}
+
+/// The path step of every item of `items`, a list at `list`; None when the list is owned as a whole
+/// (atomic, or an item that cannot be told apart by the schema's keys).
+fn item_elems(items: &[Value], list: SchemaNode<'_>) -> Option<Vec<Elem>> {
+    match list.list().apply {
+        ListType::Map(keys) => items.iter().map(|i| item_key(i, &keys, list).map(Elem::Key)).collect(),
+        ListType::Set => items.iter().map(|i| item_value(i).map(Elem::Value)).collect(),
+        ListType::Atomic => None,
+    }
+}
+
+/// The position of the item `e` names in `items`, a list at `list`.
+fn find_item(items: &[Value], e: &Elem, list: SchemaNode<'_>) -> Option<usize> {
+    match e {
+        Elem::Field(_) => None,
+        Elem::Key(k) => {
+            let keys = match list.list().apply {
+                ListType::Map(keys) => keys,
+                // Recorded under another schema: match the fields the key names.
+                _ => serde_json::from_str::<Map<String, Value>>(k)
+                    .ok()?
+                    .keys()
+                    .cloned()
+                    .collect(),
+            };
+            items
+                .iter()
+                .position(|i| item_key(i, &keys, list).as_deref() == Some(k.as_str()))
+        }
+        Elem::Value(v) => items.iter().position(|i| item_value(i).as_deref() == Some(v.as_str())),
     }
 }
 
@@ -80,8 +163,9 @@ const SERVER_METADATA: &[&str] = &[
     "selfLink",
 ];
 
-/// The fields `obj` sets, as paths. `with_status`: include `.status` (writes to the status subresource).
-pub fn fields_of(obj: &Value, with_status: bool) -> FieldSet {
+/// The fields `obj` (of schema `schema`) sets, as paths. `with_status`: include `.status` (writes to the
+/// status subresource).
+pub fn fields_of(obj: &Value, with_status: bool, schema: SchemaNode<'_>) -> FieldSet {
     let mut out = FieldSet::new();
     let Some(m) = obj.as_object() else { return out };
     for (k, v) in m {
@@ -90,10 +174,12 @@ pub fn fields_of(obj: &Value, with_status: bool) -> FieldSet {
             "status" if !with_status => {}
             "metadata" => {
                 if let Some(meta) = v.as_object() {
+                    let meta_schema = schema.field("metadata");
                     for (mk, mv) in meta {
                         if !SERVER_METADATA.contains(&mk.as_str()) {
                             walk(
                                 mv,
+                                meta_schema.field(mk),
                                 &mut vec![Elem::Field("metadata".into()), Elem::Field(mk.clone())],
                                 &mut out,
                             );
@@ -101,32 +187,31 @@ pub fn fields_of(obj: &Value, with_status: bool) -> FieldSet {
                     }
                 }
             }
-            _ => walk(v, &mut vec![Elem::Field(k.clone())], &mut out),
+            _ => walk(v, schema.field(k), &mut vec![Elem::Field(k.clone())], &mut out),
         }
     }
     out
 }
 
-fn walk(v: &Value, path: &mut Path, out: &mut FieldSet) {
+fn walk(v: &Value, schema: SchemaNode<'_>, path: &mut Path, out: &mut FieldSet) {
     match v {
-        Value::Object(m) if !m.is_empty() => {
+        Value::Object(m) if !m.is_empty() && !schema.atomic_map() => {
             for (k, child) in m {
                 path.push(Elem::Field(k.clone()));
-                walk(child, path, out);
+                walk(child, schema.field(k), path, out);
                 path.pop();
             }
         }
-        Value::Array(items) if !items.is_empty() => match merge_key(items) {
-            Some(key) => {
-                for item in items {
-                    let Some(id) = item_key(item, key) else {
-                        // An item without the key: the list cannot be split, own it whole.
-                        out.insert(path.clone());
-                        return;
-                    };
-                    path.push(Elem::Key(id));
+        Value::Array(items) if !items.is_empty() => match item_elems(items, schema) {
+            Some(elems) => {
+                let item_schema = schema.items();
+                for (item, e) in items.iter().zip(elems) {
+                    let is_value = matches!(e, Elem::Value(_));
+                    path.push(e);
                     out.insert(path.clone());
-                    walk(item, path, out);
+                    if !is_value {
+                        walk(item, item_schema, path, out);
+                    }
                     path.pop();
                 }
             }
@@ -140,24 +225,21 @@ fn walk(v: &Value, path: &mut Path, out: &mut FieldSet) {
     }
 }
 
-fn item_key(item: &Value, key: &str) -> Option<String> {
-    let v = item.get(key)?;
-    let mut m = Map::new();
-    m.insert(key.to_string(), v.clone());
-    Some(Value::Object(m).to_string())
-}
-
-/// The value at `path` in `obj`.
-pub fn value_at<'a>(obj: &'a Value, path: &[Elem]) -> Option<&'a Value> {
+/// The value at `path` in `obj` (of schema `schema`).
+pub fn value_at<'v>(obj: &'v Value, path: &[Elem], schema: SchemaNode<'_>) -> Option<&'v Value> {
     let mut cur = obj;
+    let mut s = schema;
     for e in path {
         cur = match e {
-            Elem::Field(f) => cur.get(f)?,
-            Elem::Key(k) => {
-                let want: Map<String, Value> = serde_json::from_str(k).ok()?;
-                cur.as_array()?
-                    .iter()
-                    .find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)))?
+            Elem::Field(f) => {
+                s = s.field(f);
+                cur.get(f)?
+            }
+            _ => {
+                let items = cur.as_array()?;
+                let i = find_item(items, e, s)?;
+                s = s.items();
+                &items[i]
             }
         };
     }
@@ -165,21 +247,24 @@ pub fn value_at<'a>(obj: &'a Value, path: &[Elem]) -> Option<&'a Value> {
 }
 
 /// Removes the value at `path` from `obj` (a field, or a list item); false if it was not there.
-fn remove_at(obj: &mut Value, path: &[Elem]) -> bool {
+fn remove_at(obj: &mut Value, path: &[Elem], schema: SchemaNode<'_>) -> bool {
     let Some((last, parent)) = path.split_last() else {
         return false;
     };
     let mut cur = obj;
+    let mut s = schema;
     for e in parent {
         let next = match e {
-            Elem::Field(f) => cur.get_mut(f),
-            Elem::Key(k) => {
-                let Ok(want) = serde_json::from_str::<Map<String, Value>>(k) else {
-                    return false;
-                };
+            Elem::Field(f) => {
+                s = s.field(f);
+                cur.get_mut(f)
+            }
+            _ => {
+                let list = s;
+                s = s.items();
                 cur.as_array_mut().and_then(|a| {
-                    a.iter_mut()
-                        .find(|item| want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)))
+                    let i = find_item(a, e, list)?;
+                    a.get_mut(i)
                 })
             }
         };
@@ -188,14 +273,15 @@ fn remove_at(obj: &mut Value, path: &[Elem]) -> bool {
     }
     match last {
         Elem::Field(f) => cur.as_object_mut().and_then(|m| m.remove(f)).is_some(),
-        Elem::Key(k) => {
-            let Ok(want) = serde_json::from_str::<Map<String, Value>>(k) else {
-                return false;
-            };
+        _ => {
             let Some(a) = cur.as_array_mut() else { return false };
-            let before = a.len();
-            a.retain(|item| !want.iter().all(|(wk, wv)| item.get(wk) == Some(wv)));
-            a.len() != before
+            match find_item(a, last, s) {
+                Some(i) => {
+                    a.remove(i);
+                    true
+                }
+                None => false,
+            }
         }
     }
 }
@@ -348,6 +434,8 @@ pub struct Writer<'a> {
     pub api_version: &'a str,
     pub subresource: Option<&'a str>,
     pub time: &'a str,
+    /// The schema of the object written: which lists are owned per item, which as a whole.
+    pub schema: SchemaNode<'a>,
 }
 
 /// Records a non-apply write (create, update, patch) of `new` over `old` (`Value::Null` for a create):
@@ -361,10 +449,11 @@ pub fn record_update(old: &Value, new: &mut Value, w: &Writer<'_>) {
         _ => entries_of(old),
     };
     let with_status = w.subresource == Some("status");
-    let now_set = fields_of(new, true);
-    let changed: FieldSet = fields_of(new, with_status)
+    let schema = w.schema;
+    let now_set = fields_of(new, true, schema);
+    let changed: FieldSet = fields_of(new, with_status, schema)
         .into_iter()
-        .filter(|p| value_at(old, p) != value_at(new, p) || value_at(old, p).is_none())
+        .filter(|p| value_at(old, p, schema) != value_at(new, p, schema) || value_at(old, p, schema).is_none())
         .collect();
     for e in &mut entries {
         e.fields.retain(|p| now_set.contains(p) && !changed.contains(p));
@@ -412,7 +501,8 @@ pub fn apply(
 ) -> Result<Value, Vec<Conflict>> {
     let mut entries = entries_of(live);
     let with_status = w.subresource == Some("status");
-    let set = fields_of(applied, with_status);
+    let schema = w.schema;
+    let set = fields_of(applied, with_status, schema);
     let leaves: Vec<&Path> = set
         .iter()
         .filter(|p| !set.iter().any(|q| q.len() > p.len() && q.starts_with(p)))
@@ -424,7 +514,7 @@ pub fn apply(
             continue;
         }
         for p in &leaves {
-            if e.fields.contains(*p) && value_at(applied, p) != value_at(live, p) {
+            if e.fields.contains(*p) && value_at(applied, p, schema) != value_at(live, p, schema) {
                 contested.push((i, p));
             }
         }
@@ -435,7 +525,8 @@ pub fn apply(
     let force = force
         || (!contested.is_empty()
             && w.manager == "kubectl"
-            && last_applied_fields(live).is_some_and(|allowed| contested.iter().all(|(_, p)| allowed.contains(*p))));
+            && last_applied_fields(live, schema)
+                .is_some_and(|allowed| contested.iter().all(|(_, p)| allowed.contains(*p))));
     let mut conflicts = Vec::new();
     for (i, p) in contested {
         if force {
@@ -456,22 +547,27 @@ pub fn apply(
         .position(|e| e.same_owner(w.manager, "Apply", w.subresource))
         .map(|i| entries.remove(i));
     if let Some(prev) = &before {
-        // Deepest first, so an item goes after its fields were looked at.
-        let mut dropped: Vec<&Path> = prev
-            .fields
-            .iter()
-            .filter(|p| !set.contains(*p) && !entries.iter().any(|e| e.fields.contains(*p)))
-            .collect();
-        dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        // A field stays while the applier still applies it or anything under it, or another manager owns
+        // it or anything under it. Shallowest first: an item goes whole, before its key fields would be
+        // looked at (removing those first would lose the item).
+        let kept = |p: &Path| {
+            set.iter()
+                .chain(entries.iter().flat_map(|e| e.fields.iter()))
+                .any(|q| q.starts_with(p))
+        };
+        let mut dropped: Vec<&Path> = prev.fields.iter().filter(|p| !kept(p)).collect();
+        dropped.sort_by_key(|p| p.len());
+        let mut removed: Vec<&Path> = Vec::new();
         for p in dropped {
-            // A field kept under a path the applier still applies is its to merge, not to drop.
-            if set.iter().any(|q| q.len() > p.len() && q.starts_with(p)) {
+            if removed.iter().any(|r| p.starts_with(r)) {
                 continue;
             }
-            remove_at(&mut merged, p);
+            if remove_at(&mut merged, p, schema) {
+                removed.push(p);
+            }
         }
     }
-    let now_set = fields_of(&merged, true);
+    let now_set = fields_of(&merged, true, schema);
     for e in &mut entries {
         e.fields.retain(|p| now_set.contains(p));
     }
@@ -488,13 +584,13 @@ pub fn apply(
 }
 
 /// The fields of the object's `kubectl.kubernetes.io/last-applied-configuration`, if it has one.
-fn last_applied_fields(live: &Value) -> Option<FieldSet> {
+fn last_applied_fields(live: &Value, schema: SchemaNode<'_>) -> Option<FieldSet> {
     let text = live
         .pointer("/metadata/annotations")?
         .get("kubectl.kubernetes.io/last-applied-configuration")?
         .as_str()?;
     let obj: Value = serde_json::from_str(text).ok()?;
-    Some(fields_of(&obj, false))
+    Some(fields_of(&obj, false, schema))
 }
 
 /// The 409 upstream answers for apply conflicts.
@@ -558,13 +654,22 @@ mod tests {
         assert_eq!(manager_from_user_agent(&"x".repeat(300)).len(), 128);
     }
 
-    fn w<'a>(manager: &'a str) -> Writer<'a> {
+    fn w(manager: &str) -> Writer<'_> {
+        wk(manager, SchemaNode::of_builtin("", "v1", "ConfigMap"))
+    }
+
+    fn wk<'a>(manager: &'a str, schema: SchemaNode<'a>) -> Writer<'a> {
         Writer {
             manager,
             api_version: "v1",
             subresource: None,
             time: "2026-12-02T00:00:00Z",
+            schema,
         }
+    }
+
+    fn pod_schema() -> SchemaNode<'static> {
+        SchemaNode::of_builtin("", "v1", "Pod")
     }
 
     fn cm(data: Value) -> Value {
@@ -582,7 +687,7 @@ mod tests {
     #[test]
     fn fieldsv1_round_trips_and_marks_items() {
         let pod = json!({"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
-        let set = fields_of(&pod, false);
+        let set = fields_of(&pod, false, pod_schema());
         let enc = encode(&set);
         assert_eq!(
             enc,
@@ -682,8 +787,9 @@ mod tests {
             let cs: Vec<Value> = names.iter().map(|n| json!({"name": n, "image": "busybox"})).collect();
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": cs}})
         };
-        let live = apply(&Value::Null, &pod(&["a", "b"]), pod(&["a", "b"]), &w("ssa"), false).unwrap();
-        let out = apply(&live, &pod(&["a"]), live.clone(), &w("ssa"), false).unwrap();
+        let ssa = wk("ssa", pod_schema());
+        let live = apply(&Value::Null, &pod(&["a", "b"]), pod(&["a", "b"]), &ssa, false).unwrap();
+        let out = apply(&live, &pod(&["a"]), live.clone(), &ssa, false).unwrap();
         let names: Vec<&str> = out["spec"]["containers"]
             .as_array()
             .unwrap()
@@ -691,5 +797,168 @@ mod tests {
             .filter_map(|c| c["name"].as_str())
             .collect();
         assert_eq!(names, vec!["a"]);
+    }
+
+    /// What the handler stores before ownership is applied: the applied configuration merged over `live`.
+    fn merged(live: &Value, applied: &Value, schema: SchemaNode<'_>) -> Value {
+        use crate::handlers::patch::{apply, PatchType};
+        apply(&PatchType::Apply, live, applied.to_string().as_bytes(), schema).unwrap()
+    }
+
+    fn paths(set: &FieldSet) -> Vec<String> {
+        set.iter().map(|p| display_path(p)).collect()
+    }
+
+    #[test]
+    fn container_ports_are_keyed_by_port_and_protocol() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "dns", "image": "coredns",
+            "ports": [{"containerPort": 53, "protocol": "TCP"}, {"containerPort": 53, "protocol": "UDP"},
+                {"containerPort": 9153}]}]}});
+        let set = fields_of(&pod, false, pod_schema());
+        let enc = encode(&set);
+        let ports = &enc["f:spec"]["f:containers"]["k:{\"name\":\"dns\"}"]["f:ports"];
+        let keys: Vec<&String> = ports.as_object().unwrap().keys().collect();
+        // Two items with the same number and different protocols; the one without protocol keyed by its
+        // default.
+        assert_eq!(
+            keys,
+            vec![
+                "k:{\"containerPort\":53,\"protocol\":\"TCP\"}",
+                "k:{\"containerPort\":53,\"protocol\":\"UDP\"}",
+                "k:{\"containerPort\":9153,\"protocol\":\"TCP\"}",
+            ]
+        );
+        assert_eq!(
+            ports["k:{\"containerPort\":9153,\"protocol\":\"TCP\"}"],
+            json!({".": {}, "f:containerPort": {}})
+        );
+        assert_eq!(decode(&enc), set);
+        // The defaulted live object (protocol filled in) has the same items.
+        let mut live = pod.clone();
+        live["spec"]["containers"][0]["ports"][2]["protocol"] = json!("TCP");
+        let p = set
+            .iter()
+            .find(|p| {
+                display_path(p)
+                    == ".spec.containers[name=\"dns\"].ports[containerPort=9153,protocol=\"TCP\"].containerPort"
+            })
+            .expect("path");
+        assert_eq!(value_at(&live, p, pod_schema()), Some(&json!(9153)));
+        // Another manager changing the UDP port's hostPort conflicts on that item only.
+        let mut owned_live = live.clone();
+        record_update(&Value::Null, &mut owned_live, &wk("create", pod_schema()));
+        let mut applied = live.clone();
+        applied["spec"]["containers"][0]["ports"] = json!([{"containerPort": 53, "protocol": "UDP", "hostPort": 5353}]);
+        let mut changed = owned_live.clone();
+        changed["spec"]["containers"][0]["ports"][1]["hostPort"] = json!(1);
+        let mut with_host = changed.clone();
+        record_update(&owned_live, &mut with_host, &wk("edit", pod_schema()));
+        let err = apply(&with_host, &applied, with_host.clone(), &wk("ssa", pod_schema()), false).unwrap_err();
+        assert_eq!(
+            err.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(),
+            vec![".spec.containers[name=\"dns\"].ports[containerPort=53,protocol=\"UDP\"].hostPort"]
+        );
+    }
+
+    #[test]
+    fn set_items_are_owned_by_value() {
+        let obj = |f: &[&str]| {
+            cm(json!({"x": "1"}))
+                .as_object()
+                .cloned()
+                .map(|mut m| {
+                    m["metadata"]["finalizers"] = json!(f);
+                    Value::Object(m)
+                })
+                .unwrap()
+        };
+        let set = fields_of(
+            &obj(&["a.io/x", "b.io/y"]),
+            false,
+            SchemaNode::of_builtin("", "v1", "ConfigMap"),
+        );
+        assert_eq!(
+            encode(&set)["f:metadata"]["f:finalizers"],
+            json!({"v:\"a.io/x\"": {}, "v:\"b.io/y\"": {}})
+        );
+        assert!(paths(&set).contains(&".metadata.finalizers[=\"a.io/x\"]".to_string()));
+        assert_eq!(decode(&encode(&set)), set);
+        // Two appliers each own their value; one dropping its own leaves the other's.
+        let a = apply(&Value::Null, &obj(&["a.io/x"]), obj(&["a.io/x"]), &w("a"), false).unwrap();
+        let m = merged(&a, &obj(&["b.io/y"]), SchemaNode::of_builtin("", "v1", "ConfigMap"));
+        let b = apply(&a, &obj(&["b.io/y"]), m, &w("b"), false).unwrap();
+        assert_eq!(b["metadata"]["finalizers"], json!(["a.io/x", "b.io/y"]));
+        let none = cm(json!({"x": "1"}));
+        let out = apply(&b, &none, b.clone(), &w("a"), false).unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!(["b.io/y"]));
+    }
+
+    #[test]
+    fn atomic_lists_are_owned_whole() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {
+            "tolerations": [{"key": "k", "operator": "Exists"}],
+            "containers": [{"name": "c", "image": "i", "args": ["a", "b"]}]}});
+        let ps = paths(&fields_of(&pod, false, pod_schema()));
+        assert!(ps.contains(&".spec.tolerations".to_string()), "{ps:?}");
+        assert!(ps.contains(&".spec.containers[name=\"c\"].args".to_string()), "{ps:?}");
+        assert!(
+            !ps.iter()
+                .any(|p| p.starts_with(".spec.tolerations[") || p.contains(".args[")),
+            "{ps:?}"
+        );
+        // Without a schema every list is atomic.
+        let ps = paths(&fields_of(&pod, false, SchemaNode::UNKNOWN));
+        assert!(ps.contains(&".spec.containers".to_string()), "{ps:?}");
+        assert!(!ps.iter().any(|p| p.contains('[')), "{ps:?}");
+    }
+
+    #[test]
+    fn custom_resource_lists_follow_the_structural_schema() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "routes": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["host", "port"],
+                "items": {"type": "object", "properties": {"host": {"type": "string"}, "port": {"type": "integer"},
+                    "backend": {"type": "string"}}}},
+            "args": {"type": "array", "items": {"type": "string"}}}}}});
+        let s = SchemaNode::of_custom(Some(&schema));
+        let cr = |routes: Value, args: Value| {
+            json!({"apiVersion": "example.com/v1", "kind": "Gate", "metadata": {"name": "g"},
+                "spec": {"routes": routes, "args": args}})
+        };
+        let one = cr(json!([{"host": "a", "port": 80, "backend": "x"}]), json!(["-v"]));
+        let ps = paths(&fields_of(&one, false, s));
+        assert_eq!(
+            ps,
+            vec![
+                ".spec.args",
+                ".spec.routes[host=\"a\",port=80]",
+                ".spec.routes[host=\"a\",port=80].backend",
+                ".spec.routes[host=\"a\",port=80].host",
+                ".spec.routes[host=\"a\",port=80].port",
+            ]
+        );
+        // Manager a owns the route (a, 80); manager b applies (a, 443): a different item, no conflict.
+        let live = apply(&Value::Null, &one, one.clone(), &wk("a", s), false).unwrap();
+        let b_cfg = json!({"apiVersion": "example.com/v1", "kind": "Gate", "metadata": {"name": "g"},
+            "spec": {"routes": [{"host": "a", "port": 443, "backend": "y"}]}});
+        let m = merged(&live, &b_cfg, s);
+        let live = apply(&live, &b_cfg, m, &wk("b", s), false).unwrap();
+        assert_eq!(live["spec"]["routes"].as_array().map(Vec::len), Some(2));
+        assert_eq!(live["spec"]["args"], json!(["-v"]));
+        // b changing a's item conflicts; so does b setting the atomic list a owns.
+        let b_bad = json!({"apiVersion": "example.com/v1", "kind": "Gate", "metadata": {"name": "g"},
+            "spec": {"routes": [{"host": "a", "port": 443, "backend": "y"}, {"host": "a", "port": 80, "backend": "z"}],
+                "args": ["-q"]}});
+        let m = merged(&live, &b_bad, s);
+        let err = apply(&live, &b_bad, m, &wk("b", s), false).unwrap_err();
+        let mut got: Vec<&str> = err.iter().map(|c| c.path.as_str()).collect();
+        got.sort();
+        assert_eq!(got, vec![".spec.args", ".spec.routes[host=\"a\",port=80].backend"]);
+        // b dropping its item removes it and leaves a's.
+        let b_none = json!({"apiVersion": "example.com/v1", "kind": "Gate", "metadata": {"name": "g"}, "spec": {}});
+        let out = apply(&live, &b_none, live.clone(), &wk("b", s), false).unwrap();
+        assert_eq!(
+            out["spec"]["routes"],
+            json!([{"host": "a", "port": 80, "backend": "x"}])
+        );
     }
 }

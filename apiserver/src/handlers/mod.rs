@@ -2,8 +2,7 @@
 //! negotiation, and dispatch to the verb handlers.
 
 pub(crate) mod delete;
-mod patch;
-pub(crate) use patch::merge_key;
+pub(crate) mod patch;
 mod pods;
 mod read;
 mod scale;

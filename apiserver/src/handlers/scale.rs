@@ -103,7 +103,8 @@ pub async fn handle(
         Method::PATCH => {
             let kind = PatchType::from_content_type(content_type)
                 .ok_or_else(|| ApiError::new(415, "UnsupportedMediaType", "unsupported patch type"))?;
-            patch::apply(&kind, &current, body)?
+            // Scale has no lists: nothing in it needs a schema.
+            patch::apply(&kind, &current, body, crate::openapi::SchemaNode::UNKNOWN)?
         }
         _ => {
             return Err(ApiError::new(

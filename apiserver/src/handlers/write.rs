@@ -11,6 +11,7 @@ use super::patch::{self, PatchType};
 use super::{json_response, Ctx};
 use crate::error::{ApiError, ApiResult};
 use crate::fieldmanager;
+use crate::openapi::SchemaNode;
 use crate::registry::find;
 use crate::storage::Write;
 use crate::watchcache::decode;
@@ -134,6 +135,7 @@ impl Ctx<'_> {
             api_version: &api_version,
             subresource: self.subresource.filter(|s| *s == "status"),
             time: &time,
+            schema: SchemaNode::of_resource(self.r),
         };
         match applied {
             Some(applied) => {
@@ -630,7 +632,7 @@ pub async fn patch(
         let mut old =
             decode(&kv.value, kv.mod_revision).ok_or_else(|| ApiError::internal("undecodable stored object"))?;
         ctx.r.present(&mut old);
-        let mut new = patch::apply(&kind, &old, body)?;
+        let mut new = patch::apply(&kind, &old, body, SchemaNode::of_resource(ctx.r))?;
         ctx.check_type(&mut new)?;
         let warnings = field_validation(ctx, q, ctx.object_field_errors(&new))?;
         let pinned = meta_str(&new, "resourceVersion").map(str::to_string);

@@ -9,7 +9,7 @@ use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
-use super::markers::{ATOMIC_STRUCTS, FIELDS, LISTS};
+use super::markers::{ATOMIC_STRUCTS, FIELDS, KEY_DEFAULTS, LISTS};
 
 const REF_PREFIX: &str = "#/components/schemas/";
 
@@ -147,6 +147,16 @@ impl Catalog {
             }
             if !map_type.is_empty() {
                 p.insert("x-kubernetes-map-type".into(), json!(map_type));
+            }
+        }
+        for (name, prop, default) in KEY_DEFAULTS {
+            if let Some(p) = schemas
+                .get_mut(*name)
+                .and_then(|s| s.get_mut("properties"))
+                .and_then(|p| p.get_mut(*prop))
+                .and_then(Value::as_object_mut)
+            {
+                p.insert("default".into(), json!(default));
             }
         }
         for name in ATOMIC_STRUCTS {

@@ -285,6 +285,14 @@ pub(super) const ATOMIC_STRUCTS: &[&str] = &[
     "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector",
 ];
 
+/// `+default` markers on key fields of map lists, which k8s-openapi's schemas leave out: structured-merge-diff
+/// keys an item that omits such a field by its default (`k:{"containerPort":80,"protocol":"TCP"}`).
+/// (schema, property, default)
+pub(super) const KEY_DEFAULTS: &[(&str, &str, &str)] = &[
+    ("io.k8s.api.core.v1.ContainerPort", "protocol", "TCP"),
+    ("io.k8s.api.core.v1.ServicePort", "protocol", "TCP"),
+];
+
 // List kinds have no schema in k8s-openapi; their descriptions come from the Go doc comments.
 
 /// (list schema name, description, `items` description).

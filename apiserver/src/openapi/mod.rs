@@ -9,6 +9,7 @@
 
 mod catalog;
 mod custom;
+mod lists;
 mod markers;
 mod paths;
 pub mod validate;
@@ -24,6 +25,7 @@ use sha2::{Digest, Sha512};
 use crate::registry::{in_group, GROUPS};
 use catalog::{Catalog, DELETE_OPTIONS, PATCH, STATUS};
 
+pub use lists::{ListKind, ListType, PatchStrategy, SchemaNode};
 pub use validate::{duplicate_fields, strict_decoding_message, strict_field_errors, unknown_fields, warning_header};
 
 fn gv_path(group: &str) -> String {
