@@ -1,11 +1,21 @@
 //! The peer network, client side: openraft's RPCs to other members over gRPC (`rudder.raftpb.RaftPeer`
 //! on their peer URLs), openraft types encoded with postcard. One lazily connected channel per peer,
 //! reused by every RPC; snapshots are streamed in chunks.
+//!
+//! Replication runs over one long-lived bidi stream per follower (`StreamAppend`): the leader sends
+//! each batch of entries as soon as it is in its log, without waiting for the answer to the previous
+//! one, so a follower's fsync overlaps the next batch's transfer, and a batch costs one HTTP/2 data
+//! frame rather than a whole request with headers and trailers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::raft::StreamAppendResult;
+use openraft::OptionalSend;
+use tokio_stream::{Stream, StreamExt};
 
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
@@ -119,8 +129,106 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// Send times of the requests of a replication stream that have no answer yet, oldest first: a stream
+/// fails when its oldest request goes unanswered for too long, and never while it is merely idle.
+#[derive(Default)]
+struct Unanswered(Mutex<VecDeque<Instant>>);
+
+impl Unanswered {
+    fn sent(&self) {
+        self.0.lock().push_back(Instant::now());
+    }
+
+    fn answered(&self) {
+        self.0.lock().pop_front();
+    }
+
+    /// How long the oldest unanswered request may still wait, if there is one.
+    fn remaining(&self, ttl: Duration) -> Option<Duration> {
+        self.0.lock().front().map(|t| ttl.saturating_sub(t.elapsed()))
+    }
+}
+
+/// Sends `input` down a `StreamAppend` stream; answers come back in request order.
+async fn open_stream<S>(
+    mut client: RaftPeerClient<Channel>,
+    target: u64,
+    input: S,
+    option: RPCOption,
+) -> Result<BoxStream<'static, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>
+where
+    S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+{
+    let ttl = option.hard_ttl();
+    let unanswered = Arc::new(Unanswered::default());
+    let sent = unanswered.clone();
+    // A request that cannot be encoded ends the stream: skipping it would misalign the answers.
+    let requests = input.map_while(move |req| match encode(&req) {
+        Ok(data) => {
+            sent.sent();
+            Some(Payload { data })
+        }
+        Err(e) => {
+            tracing::error!(target_member = format!("{target:x}"), error = %e, "cannot encode AppendEntries");
+            None
+        }
+    });
+    let timeout = move |what| {
+        RPCError::Timeout(Timeout {
+            action: openraft::network::RPCTypes::AppendEntries,
+            id: 0,
+            target,
+            timeout: what,
+        })
+    };
+    let answers = match tokio::time::timeout(ttl, client.stream_append(requests)).await {
+        Err(_) => return Err(timeout(ttl)),
+        Ok(Err(s)) => return Err(rpc_error(target, s)),
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    let out = futures::stream::unfold(Some((answers, unanswered)), move |state| async move {
+        let (mut answers, unanswered) = state?;
+        loop {
+            let wait = unanswered.remaining(ttl).unwrap_or(ttl);
+            // `message` is cancel safe: a timeout that fires while idle loses nothing.
+            match tokio::time::timeout(wait, answers.message()).await {
+                Err(_) if unanswered.remaining(ttl) == Some(Duration::ZERO) => {
+                    return Some((Err(timeout(ttl)), None));
+                }
+                Err(_) => continue,
+                Ok(Ok(None)) => return None,
+                Ok(Err(s)) => return Some((Err(rpc_error(target, s)), None)),
+                Ok(Ok(Some(p))) => {
+                    unanswered.answered();
+                    return match decode::<StreamAppendResult<TypeConfig>>(&p.data) {
+                        Ok(r) => Some((Ok(r), Some((answers, unanswered)))),
+                        Err(e) => Some((Err(RPCError::Network(NetworkError::new(&e))), None)),
+                    };
+                }
+            }
+        }
+    });
+    Ok(Box::pin(out))
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = std::io::Cursor<Vec<u8>>;
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        let target = self.target;
+        let client = self.client();
+        Box::pin(async move { open_stream(client.map_err(RPCError::Unreachable)?, target, input, option).await })
+    }
 
     async fn append_entries(
         &mut self,
@@ -189,5 +297,29 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 }),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unanswered_request_can_time_a_stream_out() {
+        let ttl = Duration::from_millis(400);
+        let u = Unanswered::default();
+        assert_eq!(u.remaining(ttl), None, "an idle stream has no deadline");
+        u.sent();
+        std::thread::sleep(Duration::from_millis(200));
+        u.sent();
+        let left = u.remaining(ttl).unwrap_or(Duration::ZERO);
+        assert!(left > Duration::ZERO && left <= Duration::from_millis(200), "{left:?}");
+        std::thread::sleep(Duration::from_millis(220));
+        assert_eq!(u.remaining(ttl), Some(Duration::ZERO), "the oldest request is overdue");
+        // Its answer arrives: the deadline is now the second request's.
+        u.answered();
+        assert!(u.remaining(ttl).is_some_and(|d| d > Duration::ZERO));
+        u.answered();
+        assert_eq!(u.remaining(ttl), None);
     }
 }

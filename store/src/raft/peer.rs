@@ -156,8 +156,34 @@ async fn notify_removed(peers: super::network::Peers, id: u64, node: MemberNode)
     }
 }
 
+/// Answers of a replication stream, in request order.
+type AppendAnswers = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Payload, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
+    type StreamAppendStream = AppendAnswers;
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<Payload>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        // A broken or undecodable message ends the input; the requests before it are still answered
+        // and the leader starts a new stream from where the answers stop.
+        let input = request.into_inner().map_while(|m| match m {
+            Ok(p) => decode(&p.data)
+                .map_err(|e| tracing::warn!(error = %e, "malformed AppendEntries in a replication stream"))
+                .ok(),
+            Err(_) => None,
+        });
+        let answers = self.raft.stream_append(input).map(|r| match r {
+            Ok(res) => encode(&res)
+                .map(|data| Payload { data })
+                .map_err(|e| Status::internal(e.to_string())),
+            Err(fatal) => Err(unavailable(fatal)),
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
     async fn append_entries(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc = decode(&request.into_inner().data).map_err(bad)?;
         let resp = self.raft.append_entries(rpc).await.map_err(unavailable)?;
