@@ -711,12 +711,27 @@ spec:
                 format: date-time
                 x-kubernetes-validations:
                 - {rule: "self == oldSelf", message: when is immutable}
+              parts:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {type: string}
+                    size: {type: integer}
+                  x-kubernetes-validations:
+                  - {rule: "self.size == oldSelf.size", message: size is immutable}
             anyOf:
             - required: [color]
             - required: [port]
             x-kubernetes-validations:
             - rule: "!has(self.tags) || self.tags.size() <= 2"
               message: at most two tags
+            - rule: "!has(self.color) || self.color != 'black'"
+              message: no black
+              messageExpression: "'color ' + self.color + ' is not allowed'"
 "#;
 
 #[test]
@@ -864,6 +879,47 @@ spec:
         "-p",
         r#"{"spec":{"color":"green"}}"#,
     ]);
+    // A messageExpression's string is the message.
+    let e = s.fails_in(
+        &["create", "-f", "-"],
+        "apiVersion: tools.example.org/v1\nkind: Gizmo\nmetadata: {name: g6}\nspec: {color: black}\n",
+    );
+    assert!(
+        e.contains("spec: Invalid value: \"object\": color black is not allowed"),
+        "{e}"
+    );
+    // Items of a map list correlate by key: a new item is free, a stored one keeps its size.
+    s.ok(&[
+        "patch",
+        "gizmo",
+        "g5",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"parts":[{"name":"a","size":1}]}}"#,
+    ]);
+    s.ok(&[
+        "patch",
+        "gizmo",
+        "g5",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"parts":[{"name":"b","size":2},{"name":"a","size":1}]}}"#,
+    ]);
+    let e = s.fails(&[
+        "patch",
+        "gizmo",
+        "g5",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"parts":[{"name":"b","size":2},{"name":"a","size":3}]}}"#,
+    ]);
+    assert!(
+        e.contains("spec.parts[1]: Invalid value: \"object\": size is immutable"),
+        "{e}"
+    );
     // A CEL rule that does not compile is refused with the CRD.
     let e = s.fails_in(
         &["apply", "-f", "-"],

@@ -12,6 +12,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::openapi::{ListType, SchemaNode};
+
 fn flag(s: &Value, name: &str) -> bool {
     s.get(name).and_then(Value::as_bool) == Some(true)
 }
@@ -490,29 +492,88 @@ fn go_shown(v: &Value) -> String {
     }
 }
 
+/// The keys by which items of the list at `s` correlate with the stored list's items (upstream's rule for
+/// transition rules): those of an `x-kubernetes-list-type: map` list, by their key fields. Set, atomic and
+/// untyped lists do not correlate (None). The list type is read as server-side apply reads it.
+fn correlating_keys(s: &Value) -> Option<Vec<String>> {
+    // Only the node's list extensions are read (`of_custom` would also treat a `metadata` below it as
+    // ObjectMeta).
+    match SchemaNode::of_custom(Some(s)).list().apply {
+        ListType::Map(keys) => Some(keys),
+        ListType::Set | ListType::Atomic => None,
+    }
+}
+
+/// The stored counterpart of `item` in the stored list `old` of a map list with these `keys`: the first
+/// stored item with the same scalar values for all keys. Items missing a key, or with a non-scalar one,
+/// have none.
+fn correlated_item<'a>(keys: &[String], old: &'a [Value], item: &Value) -> Option<&'a Value> {
+    let key_of = |v: &Value| -> Option<Vec<Value>> {
+        let o = v.as_object()?;
+        keys.iter()
+            .map(|k| {
+                o.get(k)
+                    .filter(|v| v.is_string() || v.is_number() || v.is_boolean())
+                    .cloned()
+            })
+            .collect()
+    };
+    let key = key_of(item)?;
+    old.iter().find(|o| key_of(o).as_ref() == Some(&key))
+}
+
 /// An update's violations of the CEL transition rules (`oldSelf`) of `schema`, at every node where the
-/// stored object `old` has a value at the same object path.
+/// stored object `old` has a correlated value (the same field of an object or map; in a map list the item
+/// with the same keys), and of the `optionalOldSelf` ones where it has none.
 pub fn validate_transitions(new: &Value, old: &Value, schema: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    transitions(new, old, schema, "", &mut out);
+    transitions(new, Some(old), schema, "", &mut out);
     out
 }
 
-fn transitions(new: &Value, old: &Value, s: &Value, path: &str, out: &mut Vec<(String, String)>) {
+/// A create's violations of the `optionalOldSelf` transition rules of `schema`, which run with `oldSelf`
+/// unset (upstream runs them on create too). Rules without `optionalOldSelf` do not run.
+pub fn validate_create_transitions(new: &Value, schema: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    transitions(new, None, schema, "", &mut out);
+    out
+}
+
+fn transitions(new: &Value, old: Option<&Value>, s: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    // As upstream, rules validate non-null values only, and a stored null is no stored value.
+    if new.is_null() {
+        return;
+    }
+    let old = old.filter(|o| !o.is_null());
     if s.get("x-kubernetes-validations").is_some() {
         let ty = s.get("type").and_then(Value::as_str).unwrap_or_else(|| type_name(new));
         out.extend(crate::crd::cel::check_transition(new, old, s, path, ty));
     }
-    if let (Value::Object(n), Value::Object(o)) = (new, old) {
-        for (k, nv) in n {
-            if path.is_empty() && ROOT_FIELDS.contains(&k.as_str()) {
-                continue;
+    match new {
+        Value::Object(n) => {
+            let old = old.and_then(Value::as_object);
+            for (k, nv) in n {
+                if path.is_empty() && ROOT_FIELDS.contains(&k.as_str()) {
+                    continue;
+                }
+                let Some(sub) = props(s).and_then(|p| p.get(k)).or_else(|| additional(s)) else {
+                    continue;
+                };
+                transitions(nv, old.and_then(|o| o.get(k)), sub, &child(path, k), out);
             }
-            let (Some(ov), Some(sub)) = (o.get(k), props(s).and_then(|p| p.get(k)).or_else(|| additional(s))) else {
-                continue;
-            };
-            transitions(nv, ov, sub, &child(path, k), out);
         }
+        Value::Array(items) => {
+            let Some(item_schema) = s.get("items").filter(|i| i.is_object()) else {
+                return;
+            };
+            let old = old.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            let keys = correlating_keys(s);
+            for (i, item) in items.iter().enumerate() {
+                let ov = keys.as_deref().and_then(|k| correlated_item(k, old, item));
+                transitions(item, ov, item_schema, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -543,11 +604,13 @@ pub fn structural_errors(schema: &Value, path: &str) -> Vec<(String, String)> {
             },
         ));
     }
-    structural_node(schema, path, &mut out);
+    structural_node(schema, path, None, &mut out);
     out
 }
 
-fn structural_node(s: &Value, path: &str, out: &mut Vec<(String, String)>) {
+/// `uncorrelatable`: the path of the outermost list above `s` whose items do not correlate with stored
+/// ones, where transition rules (`oldSelf`) are refused as upstream refuses them.
+fn structural_node(s: &Value, path: &str, uncorrelatable: Option<&str>, out: &mut Vec<(String, String)>) {
     let ty = s.get("type").and_then(Value::as_str).unwrap_or_default();
     let untyped_ok = flag(s, "x-kubernetes-int-or-string") || preserves(s);
     if ty.is_empty() && !untyped_ok {
@@ -581,17 +644,18 @@ fn structural_node(s: &Value, path: &str, out: &mut Vec<(String, String)>) {
     }
     if let Some(ps) = props(s) {
         for (k, sub) in ps {
-            structural_node(sub, &format!("{path}.properties[{k}]"), out);
+            structural_node(sub, &format!("{path}.properties[{k}]"), uncorrelatable, out);
         }
     }
     if let Some(a) = additional(s) {
-        structural_node(a, &format!("{path}.additionalProperties"), out);
+        structural_node(a, &format!("{path}.additionalProperties"), uncorrelatable, out);
     }
     if let Some(i) = s.get("items").filter(|i| i.is_object()) {
-        structural_node(i, &format!("{path}.items"), out);
+        let below = uncorrelatable.or_else(|| correlating_keys(s).is_none().then_some(path));
+        structural_node(i, &format!("{path}.items"), below, out);
     }
     list_type_errors(s, ty, path, out);
-    crate::crd::cel::compile_errors(s, path, out);
+    crate::crd::cel::compile_errors(s, path, uncorrelatable, out);
     for_each_junctor(s, path, &mut |sub, vpath| {
         nested_errors(sub, vpath, out);
         completeness_errors(sub, s, path, vpath, out);
@@ -1047,5 +1111,125 @@ mod tests {
             assert!(has(&errs, f, m), "missing {f}: {m} in {errs:?}");
         }
         assert_eq!(errs.len(), want.len(), "{errs:?}");
+    }
+
+    /// `spec.items`, a list of `{name, size}` objects whose sizes are immutable, of list type `list_type`
+    /// (a map keyed by `name`).
+    fn sized_items(list_type: Option<&str>) -> Value {
+        let mut items = json!({"type": "array", "items": {"type": "object", "required": ["name"],
+            "properties": {"name": {"type": "string"}, "size": {"type": "integer"}},
+            "x-kubernetes-validations": [{"rule": "self.size == oldSelf.size", "message": "size is immutable"}]}});
+        if let Some(t) = list_type {
+            items["x-kubernetes-list-type"] = json!(t);
+            if t == "map" {
+                items["x-kubernetes-list-map-keys"] = json!(["name"]);
+            }
+        }
+        json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {"items": items}}}})
+    }
+
+    #[test]
+    fn transition_rules_in_map_lists_correlate_by_key() {
+        let s = sized_items(Some("map"));
+        assert!(
+            structural_errors(&s, "p").is_empty(),
+            "{:?}",
+            structural_errors(&s, "p")
+        );
+        let old = json!({"spec": {"items": [{"name": "a", "size": 1}, {"name": "b", "size": 2}]}});
+        // `b` changed its size (and moved); `c` is new, with nothing to compare to.
+        let new = json!({"spec": {"items": [{"name": "b", "size": 3}, {"name": "a", "size": 1},
+            {"name": "c", "size": 9}]}});
+        assert_eq!(
+            validate_transitions(&new, &old, &s),
+            vec![(
+                "spec.items[0]".to_string(),
+                "Invalid value: \"object\": size is immutable".to_string()
+            )]
+        );
+        let reordered = json!({"spec": {"items": [{"name": "b", "size": 2}, {"name": "a", "size": 1}]}});
+        assert!(validate_transitions(&reordered, &old, &s).is_empty());
+        // An item without its key correlates with nothing.
+        let keyless = json!({"spec": {"items": [{"size": 7}]}});
+        assert!(validate_transitions(&keyless, &json!({"spec": {"items": [{"size": 1}]}}), &s).is_empty());
+    }
+
+    #[test]
+    fn transition_rules_do_not_run_in_uncorrelatable_lists() {
+        let old = json!({"spec": {"items": [{"name": "a", "size": 1}]}});
+        let new = json!({"spec": {"items": [{"name": "a", "size": 5}]}});
+        for list_type in [Some("set"), Some("atomic"), None] {
+            let s = sized_items(list_type);
+            assert!(validate_transitions(&new, &old, &s).is_empty(), "{list_type:?}");
+            // And a CRD saying so is refused, as upstream refuses it.
+            assert_eq!(
+                structural_errors(&s, "p"),
+                vec![(
+                    "p.properties[spec].properties[items].items.x-kubernetes-validations[0].rule".to_string(),
+                    "Invalid value: \"self.size == oldSelf.size\": oldSelf cannot be used on the uncorrelatable portion of the schema within p.properties[spec].properties[items]".to_string()
+                )],
+                "{list_type:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn transition_rules_on_lists_maps_and_with_optional_old_self() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "tags": {"type": "array", "items": {"type": "string"}, "x-kubernetes-validations": [
+                {"rule": "self.size() >= oldSelf.size()", "message": "tags may only be added"}]},
+            "limits": {"type": "object", "additionalProperties": {"type": "integer", "x-kubernetes-validations": [
+                {"rule": "self >= oldSelf", "message": "limits may only grow"}]}},
+            "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["port", "protocol"],
+                "items": {"type": "object", "properties": {
+                    "port": {"type": "integer"}, "protocol": {"type": "string"}, "name": {"type": "string"}},
+                    "x-kubernetes-validations": [
+                        {"rule": "oldSelf.hasValue() || self.name.startsWith('p-')", "optionalOldSelf": true,
+                            "message": "new ports are named p-*"},
+                        {"rule": "self.name == oldSelf.name", "message": "names are immutable"}]}}}}}});
+        assert!(
+            structural_errors(&s, "p").is_empty(),
+            "{:?}",
+            structural_errors(&s, "p")
+        );
+        let old = json!({"spec": {"tags": ["a", "b"], "limits": {"cpu": 2, "mem": 4},
+            "ports": [{"port": 80, "protocol": "TCP", "name": "web"}]}});
+        let new = json!({"spec": {"tags": ["a"], "limits": {"cpu": 1, "mem": 4, "disk": 1},
+            "ports": [{"port": 80, "protocol": "UDP", "name": "dns"}, {"port": 80, "protocol": "TCP", "name": "www"}]}});
+        let mut got = validate_transitions(&new, &old, &s);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "spec.limits.cpu".to_string(),
+                    "Invalid value: \"integer\": limits may only grow".to_string()
+                ),
+                (
+                    "spec.ports[0]".to_string(),
+                    "Invalid value: \"object\": new ports are named p-*".to_string()
+                ),
+                (
+                    "spec.ports[1]".to_string(),
+                    "Invalid value: \"object\": names are immutable".to_string()
+                ),
+                (
+                    "spec.tags".to_string(),
+                    "Invalid value: \"array\": tags may only be added".to_string()
+                ),
+            ]
+        );
+        // Where the stored object has no list, the list's own rule does not run.
+        assert!(validate_transitions(&json!({"spec": {"tags": []}}), &json!({"spec": {}}), &s).is_empty());
+        // On create only the optionalOldSelf rules run.
+        let created = json!({"spec": {"ports": [{"port": 1, "protocol": "TCP", "name": "x"},
+            {"port": 2, "protocol": "TCP", "name": "p-2"}]}});
+        assert_eq!(
+            validate_create_transitions(&created, &s),
+            vec![(
+                "spec.ports[0]".to_string(),
+                "Invalid value: \"object\": new ports are named p-*".to_string()
+            )]
+        );
     }
 }

@@ -323,7 +323,7 @@ pub async fn create(ctx: &Ctx<'_>, q: &HashMap<String, String>, body: &[u8], op:
     }
     let created = meta_str(&obj, "name").unwrap_or_default().to_string();
     let obj = ctx.manage_fields(q, &Value::Null, obj, applied.as_ref(), &created)?;
-    ctx.r.validate(&obj)?;
+    ctx.r.validate_create(&obj)?;
     let name = meta_str(&obj, "name").unwrap_or_default().to_string();
     ctx.namespace_accepts(&name).await?;
     if dry_run(q) {

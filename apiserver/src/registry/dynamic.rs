@@ -70,6 +70,14 @@ impl Custom {
         }
     }
 
+    /// A create's violations of the schema's `optionalOldSelf` transition rules (no old value anywhere).
+    pub fn validate_create_transitions(&self, new: &Value) -> Vec<(String, String)> {
+        match &self.schema {
+            Some(s) => crate::crd::schema::validate_create_transitions(new, s),
+            None => Vec::new(),
+        }
+    }
+
     /// The fields `obj` has that the schema does not declare, as `unknown field "spec.x"` (strict field
     /// validation).
     pub fn unknown_fields(&self, obj: &Value) -> Vec<String> {

@@ -663,6 +663,22 @@ impl Resource {
         }
     }
 
+    /// Validation of a create: `validate`, plus, for custom resources, the `optionalOldSelf` transition
+    /// rules, which run with no old value.
+    pub fn validate_create(&self, obj: &Value) -> Result<(), ApiError> {
+        self.validate(obj)?;
+        let Some(c) = &self.custom else { return Ok(()) };
+        let causes = c.validate_create_transitions(obj);
+        if causes.is_empty() {
+            return Ok(());
+        }
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Err(ApiError::invalid(self.kind, self.group, name, causes))
+    }
+
     /// Validation of an update against the stored object: `validate` plus the fields upstream keeps
     /// immutable. The write handlers call this where they have the old object.
     pub fn validate_update(&self, old: &Value, new: &Value) -> Result<(), ApiError> {
