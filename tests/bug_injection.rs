@@ -5,12 +5,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::cluster::{ctl, Cluster};
 use common::*;
 use etcd_client::{GetOptions, WatchOptions};
 
@@ -211,128 +211,11 @@ async fn ack_before_fsync_loses_acknowledged_writes_on_sigkill() {
 // Three members (separate processes), for stale-read
 // ---------------------------------------------------------------------------------------------
 
-struct Member {
-    name: String,
-    client: u16,
-    peer: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Member {
-    fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-struct Cluster {
-    members: Vec<Member>,
-    _tmp: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start(extra: &[&str]) -> Cluster {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let mut members: Vec<Member> = (0..3)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                client: free_port(),
-                peer: free_port(),
-                dir: tmp.path().join(format!("m{i}")),
-                child: None,
-            })
-            .collect();
-        let url = |p: u16| format!("http://127.0.0.1:{p}");
-        let ic = members
-            .iter()
-            .map(|m| format!("{}={}", m.name, url(m.peer)))
-            .collect::<Vec<_>>()
-            .join(",");
-        for m in &mut members {
-            let log = std::fs::File::create(m.dir.with_extension("log")).expect("log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_rudder"))
-                .args(["store", "--name", &m.name, "--data-dir"])
-                .arg(&m.dir)
-                .args([
-                    "--listen-client-urls",
-                    &url(m.client),
-                    "--advertise-client-urls",
-                    &url(m.client),
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &url(m.peer),
-                    "--initial-advertise-peer-urls",
-                    &url(m.peer),
-                ])
-                .args(["--initial-cluster", &ic])
-                .args(extra)
-                .env("RUST_BACKTRACE", "0")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start rudder store");
-            m.child = Some(child);
-        }
-        let c = Cluster { members, _tmp: tmp };
-        for m in &c.members {
-            poll_until(&format!("{} healthy", m.name), Duration::from_secs(30), || {
-                ctl(&m.endpoint(), &["endpoint", "health"]).ok()
-            });
-        }
-        c
-    }
-
-    fn leader(&self) -> usize {
-        poll_until("a leader", Duration::from_secs(20), || {
-            self.members.iter().position(|m| {
-                ctl(&m.endpoint(), &["endpoint", "status", "-w", "json"])
-                    .ok()
-                    .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-                    .is_some_and(|v| v[0]["Status"]["leader"] == v[0]["Status"]["header"]["member_id"])
-            })
-        })
-    }
-}
-
-fn ctl(endpoint: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(etcdctl_bin())
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(["--dial-timeout=2s", "--command-timeout=3s"])
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
 /// Writes k=v1, waits until a follower has it, kills the leader and the other follower, then does a
 /// linearizable get of k on the lone follower.
 fn lone_follower_linearizable_get(extra: &[&str]) -> (Result<String, String>, String) {
-    let mut c = Cluster::start(extra);
-    let leader = c.leader();
+    let mut c = Cluster::start(3, extra);
+    let leader = c.wait_leader();
     ctl(&c.members[leader].endpoint(), &["put", "k", "v1"]).expect("put");
     let lone = (leader + 1) % 3;
     let endpoint = c.members[lone].endpoint();

@@ -5,209 +5,13 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::cluster::{ctl, ctl_with_timeout, Cluster, Member};
 use common::{etcdctl_bin, free_port};
-
-struct Member {
-    name: String,
-    client: u16,
-    peer: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-    extra: Vec<String>,
-}
-
-impl Member {
-    fn url(port: u16) -> String {
-        format!("http://127.0.0.1:{port}")
-    }
-
-    fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client)
-    }
-
-    fn start(&mut self, initial_cluster: &str, state: &str) {
-        let log = std::fs::File::create(self.dir.with_extension("log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_rudder"))
-            .args(["store", "--name", &self.name, "--data-dir"])
-            .arg(&self.dir)
-            .args([
-                "--listen-client-urls",
-                &Self::url(self.client),
-                "--advertise-client-urls",
-                &Self::url(self.client),
-            ])
-            .args([
-                "--listen-peer-urls",
-                &Self::url(self.peer),
-                "--initial-advertise-peer-urls",
-                &Self::url(self.peer),
-            ])
-            .args(["--initial-cluster", initial_cluster, "--initial-cluster-state", state])
-            .args(&self.extra)
-            // Keep start-up errors readable in the log tail (no backtrace after them).
-            .env("RUST_BACKTRACE", "0")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start rudder store");
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn exited(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => c.try_wait().ok().flatten().is_some(),
-            None => true,
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.with_extension("log")).unwrap_or_default();
-        text.lines()
-            .rev()
-            .take(15)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-struct Cluster {
-    _tmp: tempfile::TempDir,
-    members: Vec<Member>,
-    extra: Vec<String>,
-}
-
-fn ctl(endpoints: &str, args: &[&str]) -> Result<String, String> {
-    ctl_with_timeout(endpoints, "3s", args)
-}
-
-fn ctl_with_timeout(endpoints: &str, timeout: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(etcdctl_bin())
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg(format!("--command-timeout={timeout}"))
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-impl Cluster {
-    fn start(n: usize, extra: &[&str]) -> Cluster {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let mut members: Vec<Member> = (0..n)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                client: free_port(),
-                peer: free_port(),
-                dir: tmp.path().join(format!("m{i}")),
-                child: None,
-                extra: extra.clone(),
-            })
-            .collect();
-        let ic = Self::initial_cluster(&members);
-        for m in &mut members {
-            m.start(&ic, "new");
-        }
-        let c = Cluster {
-            _tmp: tmp,
-            members,
-            extra,
-        };
-        c.wait_healthy();
-        c
-    }
-
-    fn initial_cluster(members: &[Member]) -> String {
-        members
-            .iter()
-            .map(|m| format!("{}={}", m.name, Member::url(m.peer)))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn endpoints(&self) -> String {
-        self.members
-            .iter()
-            .filter(|m| m.child.is_some())
-            .map(|m| m.endpoint())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for m in self.members.iter().filter(|m| m.child.is_some()) {
-            while ctl(&m.endpoint(), &["endpoint", "health"]).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "{} never became healthy:\n{}",
-                    m.name,
-                    m.log_tail()
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-
-    /// Index of the member that reports itself leader.
-    fn leader(&self) -> Option<usize> {
-        self.members.iter().position(|m| {
-            m.child.is_some()
-                && ctl(&m.endpoint(), &["endpoint", "status", "-w", "json"])
-                    .ok()
-                    .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                    .map(|v| v[0]["Status"]["leader"] == v[0]["Status"]["header"]["member_id"])
-                    .unwrap_or(false)
-        })
-    }
-
-    fn wait_leader(&self) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(l) = self.leader() {
-                return l;
-            }
-            assert!(Instant::now() < deadline, "no leader elected");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn member_id(&self, i: usize) -> String {
-        let out = ctl(&self.members[i].endpoint(), &["endpoint", "status", "-w", "json"]).expect("status");
-        let v: serde_json::Value = serde_json::from_str(&out).expect("status json");
-        format!(
-            "{:x}",
-            v[0]["Status"]["header"]["member_id"].as_u64().expect("member id")
-        )
-    }
-}
 
 /// Serializable read of one key on one member.
 fn local_get(endpoint: &str, key: &str) -> Option<String> {
@@ -397,7 +201,7 @@ fn learner_catches_up_by_snapshot_then_promote_move_leader_and_remove() {
         name: "m3".into(),
         client: free_port(),
         peer: free_port(),
-        dir: c._tmp.path().join("m3"),
+        dir: c.dir_for("m3"),
         child: None,
         extra: c.extra.clone(),
     };
@@ -413,7 +217,7 @@ fn learner_catches_up_by_snapshot_then_promote_move_leader_and_remove() {
     )
     .expect("member add");
     assert!(out.contains("added to cluster"), "{out}");
-    c.members.push(m_clone(&m));
+    c.members.push(m.stopped_copy());
     let ic = Cluster::initial_cluster(&c.members);
     c.members.pop();
     m.start(&ic, "existing");
@@ -457,17 +261,6 @@ fn learner_catches_up_by_snapshot_then_promote_move_leader_and_remove() {
     let list = ctl(&c.members[3].endpoint(), &["member", "list"]).expect("member list");
     assert!(!list.contains(&victim), "{list}");
     ctl(&c.members[3].endpoint(), &["put", "after-remove", "ok"]).expect("cluster keeps working");
-}
-
-fn m_clone(m: &Member) -> Member {
-    Member {
-        name: m.name.clone(),
-        client: m.client,
-        peer: m.peer,
-        dir: m.dir.clone(),
-        child: None,
-        extra: m.extra.clone(),
-    }
 }
 
 /// gRPC metadata asking to be refused when the member has no leader (clientv3's WithRequireLeader).

@@ -24,6 +24,8 @@
 //! Not every test file uses every helper.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
