@@ -270,6 +270,11 @@ spec:
   config: {anything: [1, {deep: true}]}
 "#;
 
+/// `kubectl patch KIND NAME --type merge -p PATCH`.
+fn merge_patch<'a>(kind: &'a str, name: &'a str, patch: &'a str) -> [&'a str; 7] {
+    ["patch", kind, name, "--type", "merge", "-p", patch]
+}
+
 fn header(table: &str) -> Vec<&str> {
     table.lines().next().unwrap_or_default().split_whitespace().collect()
 }
@@ -462,15 +467,7 @@ fn crd_suite(s: &Server) {
         &W1.replace("size: small", "size: large"),
     );
     assert!(out.contains("widget.example.com/w1 configured"), "{out}");
-    let out = s.ok(&[
-        "patch",
-        "widget",
-        "w1",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"replicas":3}}"#,
-    ]);
+    let out = s.ok(&merge_patch("widget", "w1", r#"{"spec":{"replicas":3}}"#));
     assert!(out.contains("patched"), "{out}");
     assert_eq!(
         s.ok(&[
@@ -517,15 +514,7 @@ fn crd_suite(s: &Server) {
         r#"{"status":{"replicas":5,"selector":"app=demo"},"spec":{"size":"small"}}"#,
     ]);
     assert!(out.contains("patched"), "{out}");
-    s.ok(&[
-        "patch",
-        "widget",
-        "w1",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"status":{"replicas":9}}"#,
-    ]);
+    s.ok(&merge_patch("widget", "w1", r#"{"status":{"replicas":9}}"#));
     let w1 = s.json(&["get", "wd", "w1"]);
     assert_eq!(
         w1["status"],
@@ -601,27 +590,15 @@ fn crd_suite(s: &Server) {
     assert!(next(" w2 ").starts_with("MODIFIED"));
 
     // Finalizers hold a deletion until they are removed.
-    s.ok(&[
-        "patch",
+    s.ok(&merge_patch(
         "widget",
         "w2",
-        "--type",
-        "merge",
-        "-p",
         r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
-    ]);
+    ));
     s.ok(&["delete", "widget", "w2", "--wait=false"]);
     let w2 = s.json(&["get", "wd", "w2"]);
     assert!(w2["metadata"]["deletionTimestamp"].is_string(), "{w2}");
-    s.ok(&[
-        "patch",
-        "widget",
-        "w2",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ]);
+    s.ok(&merge_patch("widget", "w2", r#"{"metadata":{"finalizers":null}}"#));
     assert!(next("DELETED").contains(" w2 "));
     let _ = child.kill();
     let _ = child.wait();
@@ -857,28 +834,16 @@ spec:
         &["create", "-f", "-"],
         "apiVersion: tools.example.org/v1\nkind: Gizmo\nmetadata: {name: g5}\nspec: {color: red, when: \"2024-01-01T00:00:00Z\"}\n",
     );
-    let e = s.fails(&[
-        "patch",
+    let e = s.fails(&merge_patch(
         "gizmo",
         "g5",
-        "--type",
-        "merge",
-        "-p",
         r#"{"spec":{"when":"2025-01-01T00:00:00Z"}}"#,
-    ]);
+    ));
     assert!(
         e.contains("spec.when: Invalid value: \"string\": when is immutable"),
         "{e}"
     );
-    s.ok(&[
-        "patch",
-        "gizmo",
-        "g5",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"color":"green"}}"#,
-    ]);
+    s.ok(&merge_patch("gizmo", "g5", r#"{"spec":{"color":"green"}}"#));
     // A messageExpression's string is the message.
     let e = s.fails_in(
         &["create", "-f", "-"],
@@ -889,33 +854,21 @@ spec:
         "{e}"
     );
     // Items of a map list correlate by key: a new item is free, a stored one keeps its size.
-    s.ok(&[
-        "patch",
+    s.ok(&merge_patch(
         "gizmo",
         "g5",
-        "--type",
-        "merge",
-        "-p",
         r#"{"spec":{"parts":[{"name":"a","size":1}]}}"#,
-    ]);
-    s.ok(&[
-        "patch",
+    ));
+    s.ok(&merge_patch(
         "gizmo",
         "g5",
-        "--type",
-        "merge",
-        "-p",
         r#"{"spec":{"parts":[{"name":"b","size":2},{"name":"a","size":1}]}}"#,
-    ]);
-    let e = s.fails(&[
-        "patch",
+    ));
+    let e = s.fails(&merge_patch(
         "gizmo",
         "g5",
-        "--type",
-        "merge",
-        "-p",
         r#"{"spec":{"parts":[{"name":"b","size":2},{"name":"a","size":3}]}}"#,
-    ]);
+    ));
     assert!(
         e.contains("spec.parts[1]: Invalid value: \"object\": size is immutable"),
         "{e}"
@@ -1006,15 +959,7 @@ spec:
         e.contains("create not allowed while custom resource definition is terminating"),
         "{e}"
     );
-    s.ok(&[
-        "patch",
-        "gizmo",
-        "g3",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ]);
+    s.ok(&merge_patch("gizmo", "g3", r#"{"metadata":{"finalizers":null}}"#));
     s.eventually(&["get", "crd", "gizmos.tools.example.org"], |o| {
         !o.ok && o.stderr.contains("NotFound")
     });

@@ -592,6 +592,7 @@ fn build(crd: &str, group: &str, names: &Value, scope: &str, v: &Value) -> Resou
             crd: crd.to_string(),
             list_kind,
             schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+            cel_rules: v.pointer("/schema/openAPIV3Schema").is_some_and(schema::has_cel_rules),
             status: v.pointer("/subresources/status").is_some(),
             scale,
             columns,

@@ -531,6 +531,15 @@ pub fn validate_transitions(new: &Value, old: &Value, schema: &Value) -> Vec<(St
     out
 }
 
+/// Whether `s` declares `x-kubernetes-validations` at any depth.
+pub fn has_cel_rules(s: &Value) -> bool {
+    match s {
+        Value::Object(m) => m.contains_key("x-kubernetes-validations") || m.values().any(has_cel_rules),
+        Value::Array(a) => a.iter().any(has_cel_rules),
+        _ => false,
+    }
+}
+
 /// A create's violations of the `optionalOldSelf` transition rules of `schema`, which run with `oldSelf`
 /// unset (upstream runs them on create too). Rules without `optionalOldSelf` do not run.
 pub fn validate_create_transitions(new: &Value, schema: &Value) -> Vec<(String, String)> {

@@ -39,6 +39,8 @@ pub struct Custom {
     pub list_kind: String,
     /// The version's `openAPIV3Schema` (None: anything goes, as for a CRD without one).
     pub schema: Option<Value>,
+    /// Whether the schema has CEL rules anywhere: without, an update has no transition rules to walk.
+    pub cel_rules: bool,
     pub status: bool,
     pub scale: Option<ScalePaths>,
     /// The Table columns after Name.
@@ -65,16 +67,16 @@ impl Custom {
     /// An update's violations of the schema's CEL transition rules (`oldSelf`).
     pub fn validate_transitions(&self, old: &Value, new: &Value) -> Vec<(String, String)> {
         match &self.schema {
-            Some(s) => crate::crd::schema::validate_transitions(new, old, s),
-            None => Vec::new(),
+            Some(s) if self.cel_rules => crate::crd::schema::validate_transitions(new, old, s),
+            _ => Vec::new(),
         }
     }
 
     /// A create's violations of the schema's `optionalOldSelf` transition rules (no old value anywhere).
     pub fn validate_create_transitions(&self, new: &Value) -> Vec<(String, String)> {
         match &self.schema {
-            Some(s) => crate::crd::schema::validate_create_transitions(new, s),
-            None => Vec::new(),
+            Some(s) if self.cel_rules => crate::crd::schema::validate_create_transitions(new, s),
+            _ => Vec::new(),
         }
     }
 

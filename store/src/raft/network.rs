@@ -87,6 +87,15 @@ fn rpc_error(target: u64, s: tonic::Status) -> RPCError<TypeConfig> {
     }
 }
 
+fn timed_out(target: u64, ttl: Duration) -> RPCError<TypeConfig> {
+    RPCError::Timeout(Timeout {
+        action: openraft::network::RPCTypes::AppendEntries,
+        id: 0,
+        target,
+        timeout: ttl,
+    })
+}
+
 impl PeerClient {
     fn client(&self) -> Result<RaftPeerClient<Channel>, Unreachable<TypeConfig>> {
         self.client.clone().map_err(|e| unreachable(self.target, e))
@@ -103,14 +112,7 @@ impl PeerClient {
         let client = self.client()?;
         let ttl = option.hard_ttl();
         let resp = match tokio::time::timeout(ttl, f(client, Payload { data })).await {
-            Err(_) => {
-                return Err(RPCError::Timeout(Timeout {
-                    action: openraft::network::RPCTypes::AppendEntries,
-                    id: 0,
-                    target: self.target,
-                    timeout: ttl,
-                }))
-            }
+            Err(_) => return Err(timed_out(self.target, ttl)),
             Ok(Err(s)) => return Err(rpc_error(self.target, s)),
             Ok(Ok(r)) => r.into_inner(),
         };
@@ -173,16 +175,8 @@ where
             None
         }
     });
-    let timeout = move |what| {
-        RPCError::Timeout(Timeout {
-            action: openraft::network::RPCTypes::AppendEntries,
-            id: 0,
-            target,
-            timeout: what,
-        })
-    };
     let answers = match tokio::time::timeout(ttl, client.stream_append(requests)).await {
-        Err(_) => return Err(timeout(ttl)),
+        Err(_) => return Err(timed_out(target, ttl)),
         Ok(Err(s)) => return Err(rpc_error(target, s)),
         Ok(Ok(r)) => r.into_inner(),
     };
@@ -193,7 +187,7 @@ where
             // `message` is cancel safe: a timeout that fires while idle loses nothing.
             match tokio::time::timeout(wait, answers.message()).await {
                 Err(_) if unanswered.remaining(ttl) == Some(Duration::ZERO) => {
-                    return Some((Err(timeout(ttl)), None));
+                    return Some((Err(timed_out(target, ttl)), None));
                 }
                 Err(_) => continue,
                 Ok(Ok(None)) => return None,
