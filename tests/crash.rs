@@ -174,7 +174,12 @@ async fn verify(s: &Server, c: &mut Client, log: &Log, lease: i64, leased: &[Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_sigkill() {
-    let mut s = Server::start_default();
+    // A snapshot every 500 entries: each round builds several and purges the log behind them, so the
+    // restart depends on the state having been flushed before its log went away.
+    let mut s = Server::start(Opts {
+        extra_args: vec!["--snapshot-count".into(), "500".into()],
+        ..Opts::new()
+    });
     let mut c = s.client().await;
 
     // History of one key, and a long lease with keys.

@@ -145,10 +145,12 @@ impl Applier {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<(), ApplyError> {
-        // Not synced: the Raft log before it in the same WAL is, and the next synced append covers it.
+        // Without the WAL: the entry is in the durable log, and a crash re-applies it (see `backend`).
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.disable_wal(true);
         self.mvcc
             .db()
-            .write(batch)
+            .write_opt(batch, &opts)
             .map_err(|e| ApplyError::Storage(e.to_string()))
     }
 

@@ -163,9 +163,7 @@ pub fn restore(cfg: &RestoreConfig) -> Result<RestoreSummary, BackupError> {
     match result {
         Ok((db, summary)) => {
             db.flush_wal(true)?;
-            for name in [CF_KV, CF_LEASE, CF_META] {
-                db.flush_cf(backend::cf(&db, name)?)?;
-            }
+            backend::persist_state(&db)?;
             tracing::info!(
                 data_dir = %dir.display(),
                 revision = summary.revision,

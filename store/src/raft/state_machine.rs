@@ -103,6 +103,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 }
                 Ok(())
             })?;
+            // openraft purges the log up to the snapshot once this returns, and the state is written
+            // without the WAL: it must be on disk first (it is at least as new as the snapshot).
+            backend::persist_state(&db)?;
             Ok(meta)
         })
         .await
@@ -163,6 +166,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Self::SnapshotData) -> io::Result<()> {
         let bytes = snapshot.into_inner();
         let db = self.applier.mvcc.db().clone();
+        // The deletes below cover the keys visible now. Flush first: a key deleted only in a memtable
+        // (written without the WAL) would otherwise come back from disk after a crash, past the batch.
+        backend::persist_state(&db)?;
         let applied = encode(&meta.last_log_id)?;
         let membership = encode(&meta.last_membership)?;
         let mut batch = WriteBatch::default();

@@ -99,11 +99,12 @@ impl Maintenance for MaintenanceService {
         // one has not applied the compaction yet.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.node.read_barrier()).await;
         let db = self.node.applier.mvcc.db().clone();
-        tokio::task::spawn_blocking(move || -> Result<(), rocksdb::Error> {
+        tokio::task::spawn_blocking(move || -> Result<(), crate::backend::BackendError> {
             db.flush_wal(true)?;
+            // One atomic flush of every column family (never one by one: see `backend`).
+            crate::backend::persist_state(&db)?;
             for name in ALL_CFS {
                 if let Some(cf) = db.cf_handle(name) {
-                    db.flush_cf(cf)?;
                     db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
                 }
             }
