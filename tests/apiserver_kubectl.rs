@@ -1256,3 +1256,325 @@ fn kube_rs_client_and_reflector() {
         driver.abort();
     });
 }
+
+/// The `Content-Type` kubectl's `-v=8` log shows for the responses it read.
+fn response_content_types(log: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_response = false;
+    for l in log.lines() {
+        if l.contains("Response Headers:") {
+            in_response = true;
+        } else if l.contains("Request Headers:") || l.contains("Response Body:") {
+            in_response = false;
+        } else if in_response {
+            if let Some((_, v)) = l.split_once("Content-Type: ") {
+                out.push(v.trim().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Typed clients (kubectl's `create <kind>`, `describe`, `auth can-i`) talk protobuf both ways; protobuf
+/// lists, errors and watches straight from the server; malformed protobuf is a 400 and custom resources
+/// refuse protobuf bodies with 415.
+#[test]
+fn kubectl_protobuf() {
+    const PB: &str = "application/vnd.kubernetes.protobuf";
+    let s = Server::start(false);
+    let o = s.kubectl(&["create", "namespace", "pb", "-v=8"]);
+    assert!(o.ok, "{}", o.stderr);
+    let types = response_content_types(&o.stderr);
+    assert!(
+        types.iter().any(|t| t == PB),
+        "no protobuf response: {types:?}\n{}",
+        o.stderr
+    );
+    // Presence survives protobuf: replicas 0 stays 0 (not the default 1).
+    let o = s.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "pb",
+        "--image=nginx:1.27",
+        "--replicas=0",
+        "--port=80",
+        "-v=8",
+    ]);
+    assert!(o.ok, "{}", o.stderr);
+    assert!(
+        response_content_types(&o.stderr).iter().any(|t| t == PB),
+        "{}",
+        o.stderr
+    );
+    let got = s.ok(&[
+        "get", "deploy", "web", "-n", "pb", "-o",
+        "jsonpath={.spec.replicas} {.spec.strategy.type} {.spec.strategy.rollingUpdate.maxSurge} {.spec.template.spec.containers[0].ports[0].containerPort}",
+    ]);
+    assert_eq!(got, "0 RollingUpdate 25% 80");
+    s.ok(&[
+        "create",
+        "configmap",
+        "cm",
+        "-n",
+        "pb",
+        "--from-literal=a=1",
+        "--from-literal=empty=",
+    ]);
+    assert_eq!(
+        s.ok(&["get", "cm", "cm", "-n", "pb", "-o", "jsonpath={.data.a}/{.data.empty}/"]),
+        "1//"
+    );
+    s.ok(&["create", "secret", "generic", "sec", "-n", "pb", "--from-literal=k=v"]);
+    assert_eq!(
+        s.ok(&["get", "secret", "sec", "-n", "pb", "-o", "jsonpath={.data.k}"]),
+        "dg=="
+    );
+    // A Go client's zero targetPort is unset: it defaults to the port.
+    s.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "svc",
+        "-n",
+        "pb",
+        "--tcp=80",
+        "--tcp=81:8081",
+    ]);
+    assert_eq!(
+        s.ok(&[
+            "get",
+            "svc",
+            "svc",
+            "-n",
+            "pb",
+            "-o",
+            "jsonpath={.spec.ports[*].targetPort}"
+        ]),
+        "80 8081"
+    );
+    for args in [
+        &["create", "job", "j", "-n", "pb", "--image=busybox"][..],
+        &[
+            "create",
+            "cronjob",
+            "cj",
+            "-n",
+            "pb",
+            "--image=busybox",
+            "--schedule=*/5 * * * *",
+        ],
+        &["create", "role", "r", "-n", "pb", "--verb=get", "--resource=pods"],
+        &[
+            "create",
+            "rolebinding",
+            "rb",
+            "-n",
+            "pb",
+            "--role=r",
+            "--serviceaccount=pb:default",
+        ],
+        &["create", "quota", "q", "-n", "pb", "--hard=pods=2,requests.cpu=1"],
+        &[
+            "create",
+            "pdb",
+            "pdb",
+            "-n",
+            "pb",
+            "--selector=app=web",
+            "--min-available=0",
+        ],
+        &["create", "serviceaccount", "robot", "-n", "pb"],
+    ] {
+        s.ok(args);
+    }
+    assert_eq!(
+        s.ok(&["get", "pdb", "pdb", "-n", "pb", "-o", "jsonpath={.spec.minAvailable}"]),
+        "0"
+    );
+    assert_eq!(
+        s.ok(&["get", "quota", "q", "-n", "pb", "-o", "jsonpath={.spec.hard.pods}"]),
+        "2"
+    );
+    // describe reads with the typed clients: protobuf gets and lists (events too).
+    let d = s.ok(&["describe", "deployment", "web", "-n", "pb"]);
+    assert!(d.contains("Replicas:") && d.contains("nginx:1.27"), "{d}");
+    let o = s.kubectl(&["auth", "can-i", "create", "deployments", "-v=8"]);
+    assert!(o.ok && o.stdout.trim() == "yes", "{}{}", o.stdout, o.stderr);
+    assert!(
+        response_content_types(&o.stderr).iter().any(|t| t == PB),
+        "{}",
+        o.stderr
+    );
+    // Errors are protobuf Status objects, which kubectl prints as usual.
+    let e = s.fails(&["create", "namespace", "pb"]);
+    assert!(e.contains("namespaces \"pb\" already exists"), "{e}");
+
+    // Straight to the server with Accept: protobuf.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("config");
+        let client = kube::Client::try_from(config).expect("client");
+        let send = |method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>| {
+            let client = client.clone();
+            let req = kube::core::Request::new(path.to_string());
+            let mut req = match method {
+                "POST" => req.create(&Default::default(), body).expect("request"),
+                "WATCH" => req
+                    .watch(&kube::api::WatchParams::default().timeout(1), "0")
+                    .expect("request"),
+                _ => req.list(&Default::default()).expect("request"),
+            };
+            if let Some(ct) = content_type {
+                req.headers_mut().insert("content-type", ct.parse().expect("header"));
+            }
+            req.headers_mut()
+                .insert("accept", format!("{PB}, application/json").parse().expect("header"));
+            async move {
+                let resp = client.send(req.map(kube::client::Body::from)).await.expect("send");
+                let status = resp.status().as_u16();
+                let ct = resp
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let body = resp.into_body().collect_bytes().await.expect("body").to_vec();
+                (status, ct, body)
+            }
+        };
+        let decode = |body: &[u8]| -> serde_json::Value {
+            let json = rudder_apiserver::protobuf::request_to_json(body, "Object").expect("protobuf body");
+            serde_json::from_slice(&json).expect("json")
+        };
+        let (code, ct, body) = send("GET", "/api/v1/namespaces/pb/configmaps", None, vec![]).await;
+        assert_eq!((code, ct.as_str()), (200, PB));
+        assert!(body.starts_with(b"k8s\0"));
+        let list = decode(&body);
+        assert_eq!(list["kind"], "ConfigMapList", "{list}");
+        assert!(list["metadata"]["resourceVersion"].as_str().is_some_and(|v| !v.is_empty()), "{list}");
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["metadata"]["name"].as_str())
+            .collect();
+        assert!(names.contains(&"cm"), "{list}");
+        let (code, ct, body) = send("GET", "/api/v1/namespaces/pb/configmaps/nope", None, vec![]).await;
+        assert_eq!((code, ct.as_str()), (404, PB));
+        let status = decode(&body);
+        assert_eq!((status["kind"].as_str(), status["reason"].as_str()), (Some("Status"), Some("NotFound")));
+        assert_eq!(status["message"], "configmaps \"nope\" not found");
+        // Tables stay JSON.
+        let table = kube::core::Request::new("/api/v1/namespaces/pb/configmaps".to_string());
+        let mut req = table.list(&Default::default()).expect("request");
+        req.headers_mut().insert(
+            "accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json".parse().expect("header"),
+        );
+        let resp = client.send(req.map(kube::client::Body::from)).await.expect("send");
+        assert_eq!(resp.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+        // Watch: length-prefixed WatchEvent frames.
+        let (code, ct, body) = send("WATCH", "/api/v1/namespaces/pb/configmaps", None, vec![]).await;
+        assert_eq!((code, ct.as_str()), (200, "application/vnd.kubernetes.protobuf;stream=watch"));
+        let mut rest = &body[..];
+        let mut added = Vec::new();
+        while rest.len() >= 4 {
+            let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+            let frame = &rest[4..4 + len];
+            rest = &rest[4 + len..];
+            // WatchEvent: type (1), object (2: RawExtension, its raw (1) the enveloped object).
+            let (ty, object) = watch_event(frame);
+            added.push((ty, decode(&object)["metadata"]["name"].as_str().unwrap_or_default().to_string()));
+        }
+        assert!(added.contains(&("ADDED".to_string(), "cm".to_string())), "{added:?}");
+        // Malformed protobuf: upstream's 400; custom resources take no protobuf at all (415).
+        let (code, _, body) = send("POST", "/api/v1/namespaces/pb/configmaps", Some(PB), b"garbage".to_vec()).await;
+        assert_eq!(code, 400);
+        let status = decode(&body);
+        assert!(
+            status["message"].as_str().is_some_and(|m| m.starts_with(
+                "the object provided is unrecognized (must be of type ConfigMap): provided data does not appear to be a protobuf message"
+            )),
+            "{status}"
+        );
+        let mut truncated = b"k8s\0".to_vec();
+        truncated.extend([0x0a, 0x0f, 0x0a, 0x02, b'v', b'1', 0x12, 0x09]);
+        truncated.extend(b"ConfigMap");
+        truncated.extend([0x12, 0x03, 0x0a, 0x09, 0x01]);
+        let (code, _, body) = send("POST", "/api/v1/namespaces/pb/configmaps", Some(PB), truncated).await;
+        assert_eq!(code, 400);
+        let msg = decode(&body)["message"].as_str().unwrap_or_default().to_string();
+        assert!(msg.starts_with("ConfigMap in version \"v1\" cannot be handled as a ConfigMap"), "{msg}");
+    });
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: pbs.example.com\n\
+        spec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: pbs, singular: pb, kind: Pb}\n  versions:\n  \
+        - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {type: object, \
+        x-kubernetes-preserve-unknown-fields: true}\n";
+    let o = s.kubectl_in(&["apply", "-f", "-"], crd);
+    assert!(o.ok, "{}", o.stderr);
+    eventually("the CRD is served", || s.kubectl(&["get", "pbs", "-A"]).ok);
+    rt.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("config");
+        let client = kube::Client::try_from(config).expect("client");
+        let mut req = kube::core::Request::new("/apis/example.com/v1/namespaces/pb/pbs".to_string())
+            .create(&Default::default(), b"k8s\0".to_vec())
+            .expect("request");
+        req.headers_mut()
+            .insert("content-type", PB.parse().expect("header"));
+        let resp = client.send(req.map(kube::client::Body::from)).await.expect("send");
+        assert_eq!(resp.status().as_u16(), 415);
+        let body = resp.into_body().collect_bytes().await.expect("body");
+        let status: serde_json::Value = serde_json::from_slice(&body).expect("JSON status");
+        assert_eq!(
+            status["message"],
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml"
+        );
+    });
+    assert_eq!(s.ok(&["get", "--raw", "/readyz"]).trim(), "ok");
+}
+
+/// The type and the enveloped object of a protobuf WatchEvent.
+fn watch_event(mut b: &[u8]) -> (String, Vec<u8>) {
+    fn varint(b: &mut &[u8]) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = b[0];
+            *b = &b[1..];
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        v
+    }
+    fn field<'a>(b: &mut &'a [u8]) -> (u64, &'a [u8]) {
+        let key = varint(b);
+        let len = varint(b) as usize;
+        let (v, rest) = b.split_at(len);
+        *b = rest;
+        (key >> 3, v)
+    }
+    let (mut ty, mut object) = (String::new(), Vec::new());
+    while !b.is_empty() {
+        match field(&mut b) {
+            (1, v) => ty = String::from_utf8_lossy(v).into_owned(),
+            (2, mut raw) => {
+                while !raw.is_empty() {
+                    if let (1, o) = field(&mut raw) {
+                        object = o.to_vec();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (ty, object)
+}

@@ -159,6 +159,16 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %s, "storage error");
         }
         let code = StatusCode::from_u16(self.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if crate::protobuf::negotiated() {
+            if let Some(body) = crate::protobuf::encode_object(&self.status()) {
+                return (
+                    code,
+                    [(http::header::CONTENT_TYPE, crate::protobuf::CONTENT_TYPE)],
+                    body,
+                )
+                    .into_response();
+            }
+        }
         (
             code,
             [(http::header::CONTENT_TYPE, "application/json")],

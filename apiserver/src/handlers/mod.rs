@@ -52,7 +52,17 @@ impl Ctx<'_> {
     }
 }
 
+/// An object answer: protobuf when the client prefers it and the kind has a message, JSON otherwise.
 pub fn json_response(code: u16, v: &Value) -> Response {
+    if crate::protobuf::negotiated() {
+        if let Some(body) = crate::protobuf::encode_object(v) {
+            return Response::builder()
+                .status(code)
+                .header(header::CONTENT_TYPE, crate::protobuf::CONTENT_TYPE)
+                .body(Body::from(body))
+                .unwrap_or_default();
+        }
+    }
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")
@@ -135,10 +145,14 @@ async fn dispatch(State(server): State<Arc<ApiServer>>, req: Request) -> Respons
         content_type: &content_type,
         user_agent: &user_agent,
     };
-    let resp = match route(&server, &req, &q, &body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
+    let protobuf = crate::protobuf::prefers_protobuf(&accept);
+    let resp = crate::protobuf::with_output(protobuf, async {
+        match route(&server, &req, &q, &body).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    })
+    .await;
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     resp
 }
@@ -270,10 +284,27 @@ async fn route(
         user_agent,
     };
     let is_watch = watch_path || q.get("watch").is_some_and(|w| w == "true" || w == "1");
-    let is_protobuf = content_type.starts_with("application/vnd.kubernetes.protobuf");
     let body_owned;
-    let body = if is_protobuf && matches!(*method, Method::POST | Method::PUT) {
-        body_owned = crate::protobuf::to_json(r, body)?;
+    let body = if crate::protobuf::is_protobuf(content_type)
+        && (matches!(*method, Method::POST | Method::PUT) || (*method == Method::DELETE && !body.is_empty()))
+    {
+        if r.custom.is_some() {
+            // Custom resources have no protobuf messages (upstream serves them JSON and YAML only).
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+            ));
+        }
+        // The kind the endpoint decodes into, for upstream's wording of decode errors.
+        let into = match (sub, method) {
+            (Some("eviction"), _) => "Eviction",
+            (Some("binding"), _) => "Binding",
+            (Some("scale"), _) => "Scale",
+            (_, &Method::DELETE) => "DeleteOptions",
+            _ => r.kind,
+        };
+        body_owned = crate::protobuf::request_to_json(body, into)?;
         &body_owned[..]
     } else {
         body

@@ -177,7 +177,16 @@ pub async fn list(ctx: &Ctx<'_>, q: &HashMap<String, String>) -> ApiResult<Respo
     Ok(json_response(200, &list_object(ctx, items, revision, cont)))
 }
 
-fn watch_line(r: &'static Resource, as_table: bool, ty: &str, obj: &Value, first: &mut bool) -> Bytes {
+/// How a watch stream's events are written.
+#[derive(Clone, Copy)]
+struct WatchFormat {
+    table: bool,
+    /// Length-prefixed protobuf WatchEvent frames instead of JSON lines.
+    protobuf: bool,
+}
+
+fn watch_line(r: &'static Resource, fmt: WatchFormat, ty: &str, obj: &Value, first: &mut bool) -> Bytes {
+    let as_table = fmt.table;
     let mut object = if as_table && ty != "BOOKMARK" && ty != "ERROR" {
         let t = table::table(r, std::slice::from_ref(obj), json!({}), *first);
         *first = false;
@@ -187,6 +196,11 @@ fn watch_line(r: &'static Resource, as_table: bool, ty: &str, obj: &Value, first
     };
     if !as_table && ty != "ERROR" {
         r.present(&mut object);
+    }
+    if fmt.protobuf {
+        if let Some(frame) = crate::protobuf::watch_frame(ty, &object) {
+            return Bytes::from(frame);
+        }
     }
     let mut line = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
     line.push(b'\n');
@@ -252,16 +266,21 @@ pub async fn watch(ctx: &Ctx<'_>, q: &HashMap<String, String>) -> ApiResult<Resp
     let prefix = ctx.r.prefix(ctx.namespace.as_deref());
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
     let mut first = true;
+    // Built-in kinds only: custom resources and tables have no protobuf messages.
+    let fmt = WatchFormat {
+        table: ctx.table,
+        protobuf: crate::protobuf::negotiated() && !ctx.table && ctx.r.custom.is_none(),
+    };
 
     // Without a resourceVersion the watch starts with the current state as ADDED events.
     let (initial, mut live, floor) = match cache.watch(from) {
         Start::NotReady => return Err(ApiError::new(503, "ServiceUnavailable", "watch cache is not ready")),
         Start::TooOld(oldest) => {
             let status = ApiError::gone(format!("too old resource version: {from} ({oldest})")).status();
-            let line = watch_line(ctx.r, ctx.table, "ERROR", &status, &mut first);
+            let line = watch_line(ctx.r, fmt, "ERROR", &status, &mut first);
             let _ = tx.try_send(Ok(line));
             drop(tx);
-            return Ok(stream_response(rx));
+            return Ok(stream_response(rx, fmt.protobuf));
         }
         Start::Stream(past, live) if from != 0 => {
             let floor = past.iter().map(|e| e.revision).max().unwrap_or(from).max(from);
@@ -284,16 +303,15 @@ pub async fn watch(ctx: &Ctx<'_>, q: &HashMap<String, String>) -> ApiResult<Resp
     };
     let mut out = Vec::new();
     for (ty, obj) in &initial {
-        out.push(watch_line(ctx.r, ctx.table, ty, obj, &mut first));
+        out.push(watch_line(ctx.r, fmt, ty, obj, &mut first));
     }
     if send_initial {
         let obj = json!({"kind": ctx.r.kind, "apiVersion": ctx.r.api_version(), "metadata": {
             "resourceVersion": floor.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
-        out.push(watch_line(ctx.r, ctx.table, "BOOKMARK", &obj, &mut first));
+        out.push(watch_line(ctx.r, fmt, "BOOKMARK", &obj, &mut first));
     }
     let mut last_sent = floor;
     let r = ctx.r;
-    let table = ctx.table;
     let kind_av = (r.kind, r.api_version());
     tokio::spawn(async move {
         for line in out {
@@ -322,7 +340,7 @@ pub async fn watch(ctx: &Ctx<'_>, q: &HashMap<String, String>) -> ApiResult<Resp
                     let obj = json!({"kind": kind_av.0, "apiVersion": kind_av.1,
                         "metadata": {"resourceVersion": ev.revision.to_string()}});
                     if tx
-                        .send(Ok(watch_line(r, table, "BOOKMARK", &obj, &mut first)))
+                        .send(Ok(watch_line(r, fmt, "BOOKMARK", &obj, &mut first)))
                         .await
                         .is_err()
                     {
@@ -336,20 +354,28 @@ pub async fn watch(ctx: &Ctx<'_>, q: &HashMap<String, String>) -> ApiResult<Resp
                 continue;
             }
             if let Some((ty, obj)) = visible(&ev, &sel) {
-                if tx.send(Ok(watch_line(r, table, ty, &obj, &mut first))).await.is_err() {
+                if tx.send(Ok(watch_line(r, fmt, ty, &obj, &mut first))).await.is_err() {
                     return;
                 }
             }
         }
     });
-    Ok(stream_response(rx))
+    Ok(stream_response(rx, fmt.protobuf))
 }
 
-fn stream_response(rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::convert::Infallible>>) -> Response {
+fn stream_response(
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::convert::Infallible>>,
+    protobuf: bool,
+) -> Response {
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let ct = if protobuf {
+        crate::protobuf::WATCH_CONTENT_TYPE
+    } else {
+        "application/json"
+    };
     Response::builder()
         .status(200)
-        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_TYPE, ct)
         .header(http::header::CACHE_CONTROL, "no-cache, private")
         .body(body)
         .unwrap_or_default()

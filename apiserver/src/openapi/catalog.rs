@@ -195,6 +195,11 @@ impl Catalog {
         self.schemas.get(name)
     }
 
+    /// Every schema, by name.
+    pub(crate) fn schemas(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.schemas.iter()
+    }
+
     /// Follows `$ref` and single-element `allOf` wrappers to the schema they stand for.
     pub(crate) fn resolve<'a>(&'a self, mut s: &'a Value) -> &'a Value {
         // Bounded: a cycle of bare references would otherwise spin.

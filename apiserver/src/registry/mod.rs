@@ -565,9 +565,17 @@ impl Resource {
                 spec.entry("revisionHistoryLimit").or_insert_with(|| json!(10));
                 if self.kind == "Deployment" {
                     spec.entry("progressDeadlineSeconds").or_insert_with(|| json!(600));
-                    spec.entry("strategy").or_insert_with(|| {
-                        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
-                    });
+                    // As SetDefaults_Deployment: an empty strategy (what Go clients send) is a rolling update.
+                    let strategy = entry_obj(spec, "strategy");
+                    let ty = strategy.entry("type").or_insert_with(|| json!("RollingUpdate"));
+                    if ty.as_str() == Some("") {
+                        *ty = json!("RollingUpdate");
+                    }
+                    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+                        let ru = entry_obj(strategy, "rollingUpdate");
+                        ru.entry("maxUnavailable").or_insert_with(|| json!("25%"));
+                        ru.entry("maxSurge").or_insert_with(|| json!("25%"));
+                    }
                 }
                 default_template(spec);
                 o.entry("status").or_insert_with(|| json!({}));
@@ -597,8 +605,12 @@ impl Resource {
                 if let Some(Value::Array(ports)) = spec.get_mut("ports") {
                     for p in ports.iter_mut().filter_map(Value::as_object_mut) {
                         p.entry("protocol").or_insert_with(|| json!("TCP"));
-                        if let Some(port) = p.get("port").cloned() {
-                            p.entry("targetPort").or_insert(port);
+                        // 0 and "" are unset too (a Go client's zero IntOrString).
+                        let unset = p
+                            .get("targetPort")
+                            .is_none_or(|t| t.as_i64() == Some(0) || t.as_str() == Some(""));
+                        if let (true, Some(port)) = (unset, p.get("port").cloned()) {
+                            p.insert("targetPort".into(), port);
                         }
                     }
                 }
@@ -764,6 +776,11 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
                 .or_insert_with(|| json!("/dev/termination-log"));
             c.entry("terminationMessagePolicy").or_insert_with(|| json!("File"));
             c.entry("resources").or_insert_with(|| json!({}));
+            for p in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(p) = p.as_object_mut() {
+                    p.entry("protocol").or_insert_with(|| json!("TCP"));
+                }
+            }
         }
     }
 }
