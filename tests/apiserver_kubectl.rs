@@ -1160,6 +1160,15 @@ fn python_kubernetes_client() {
     );
 }
 
+/// A kube-rs client authenticated by the server's admin kubeconfig.
+async fn kube_client(kubeconfig: &std::path::Path) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    kube::Client::try_from(config).expect("client")
+}
+
 /// kube-rs (typed Api, server-side apply, and a reflector over list+watch), as controllers will use it.
 #[test]
 fn kube_rs_client_and_reflector() {
@@ -1172,11 +1181,7 @@ fn kube_rs_client_and_reflector() {
     let s = Server::start(false);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .expect("config");
-        let client = kube::Client::try_from(config).expect("client");
+        let client = kube_client(&s.kubeconfig).await;
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
 
         let (reader, writer) = reflector::store();
@@ -1414,11 +1419,7 @@ fn kubectl_protobuf() {
     // Straight to the server with Accept: protobuf.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .expect("config");
-        let client = kube::Client::try_from(config).expect("client");
+        let client = kube_client(&s.kubeconfig).await;
         let send = |method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>| {
             let client = client.clone();
             let req = kube::core::Request::new(path.to_string());
@@ -1519,11 +1520,7 @@ fn kubectl_protobuf() {
     assert!(o.ok, "{}", o.stderr);
     eventually("the CRD is served", || s.kubectl(&["get", "pbs", "-A"]).ok);
     rt.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .expect("config");
-        let client = kube::Client::try_from(config).expect("client");
+        let client = kube_client(&s.kubeconfig).await;
         let mut req = kube::core::Request::new("/apis/example.com/v1/namespaces/pb/pbs".to_string())
             .create(&Default::default(), b"k8s\0".to_vec())
             .expect("request");

@@ -2,7 +2,6 @@
 //! `Error from server (Reason): message`.
 
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
 use serde_json::{json, Value};
 
 #[derive(Debug, thiserror::Error)]
@@ -158,22 +157,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Storage(s) = &self {
             tracing::warn!(error = %s, "storage error");
         }
-        let code = StatusCode::from_u16(self.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if crate::protobuf::negotiated() {
-            if let Some(body) = crate::protobuf::encode_object(&self.status()) {
-                return (
-                    code,
-                    [(http::header::CONTENT_TYPE, crate::protobuf::CONTENT_TYPE)],
-                    body,
-                )
-                    .into_response();
-            }
-        }
-        (
-            code,
-            [(http::header::CONTENT_TYPE, "application/json")],
-            self.status().to_string(),
-        )
-            .into_response()
+        // The same negotiation as any object answer: protobuf Status to clients that prefer it.
+        crate::handlers::json_response(self.code(), &self.status())
     }
 }

@@ -186,15 +186,14 @@ struct WatchFormat {
 }
 
 fn watch_line(r: &'static Resource, fmt: WatchFormat, ty: &str, obj: &Value, first: &mut bool) -> Bytes {
-    let as_table = fmt.table;
-    let mut object = if as_table && ty != "BOOKMARK" && ty != "ERROR" {
+    let mut object = if fmt.table && ty != "BOOKMARK" && ty != "ERROR" {
         let t = table::table(r, std::slice::from_ref(obj), json!({}), *first);
         *first = false;
         t
     } else {
         obj.clone()
     };
-    if !as_table && ty != "ERROR" {
+    if !fmt.table && ty != "ERROR" {
         r.present(&mut object);
     }
     if fmt.protobuf {
