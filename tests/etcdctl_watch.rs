@@ -51,6 +51,15 @@ fn watch_replays_history_with_prefix_and_prev_kv() {
     s.ctl_ok(&["put", "not-w", "ignored"]);
     s.ctl_ok(&["put", "w/d", "4"]);
     w.expect_lines(&["PUT", "w/b", "2", "w/b", "22", "PUT", "w/d", "4"], T);
+    // A live prefix delete that did not ask for previous values: the watcher still gets them, one
+    // event per key in key order, all in the delete's revision.
+    assert_eq!(s.ctl_ok(&["del", "--prefix", "w/"]), "3\n");
+    w.expect_lines(
+        &[
+            "DELETE", "w/b", "22", "w/b", "", "DELETE", "w/c", "", "w/c", "", "DELETE", "w/d", "4", "w/d", "",
+        ],
+        T,
+    );
     w.expect_silence(Duration::from_millis(300));
     drop(w);
 
@@ -75,8 +84,8 @@ fn watch_replays_history_with_prefix_and_prev_kv() {
             )
         })
         .collect();
-    // Replayed history may be split over several responses; collect until revision 10.
-    while summary.last().map(|e| e.2) != Some(10) {
+    // Replayed history may be split over several responses; collect until the prefix delete (11).
+    while summary.last().map(|e| e.2) != Some(11) {
         let line = w.expect_next(T);
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
         for e in v["Events"].as_array().into_iter().flatten() {
@@ -95,6 +104,9 @@ fn watch_replays_history_with_prefix_and_prev_kv() {
             (0, "w/c".to_string(), 7),
             (0, "w/b".to_string(), 8),
             (0, "w/d".to_string(), 10),
+            (1, "w/b".to_string(), 11),
+            (1, "w/c".to_string(), 11),
+            (1, "w/d".to_string(), 11),
         ],
         "{v}"
     );

@@ -213,16 +213,21 @@ impl Applier {
         d: DeleteRangeRequest,
         moves: &mut LeaseMoves,
     ) -> Result<DeleteRangeResponse, ApplyError> {
-        let deleted = txn.delete_range(&d.key, &d.range_end)?;
-        for kv in &deleted {
-            if kv.lease != 0 {
-                moves.0.push((kv.lease, 0, kv.key.clone()));
+        let deleted = txn.delete_range(&d.key, &d.range_end, d.prev_kv)?;
+        let count = deleted.len() as i64;
+        let mut prev_kvs = Vec::new();
+        for gone in deleted {
+            if gone.lease != 0 {
+                moves.0.push((gone.lease, 0, gone.key));
+            }
+            if d.prev_kv {
+                prev_kvs.extend(gone.value);
             }
         }
         Ok(DeleteRangeResponse {
             header: None,
-            deleted: deleted.len() as i64,
-            prev_kvs: if d.prev_kv { deleted } else { Vec::new() },
+            deleted: count,
+            prev_kvs,
         })
     }
 
@@ -353,9 +358,8 @@ impl Applier {
         };
         // All attached keys go in one revision.
         for key in &info.keys {
-            let deleted = txn.delete_range(key, b"")?;
-            for kv in deleted {
-                moves.0.push((kv.lease, 0, kv.key));
+            for gone in txn.delete_range(key, b"", false)? {
+                moves.0.push((gone.lease, 0, gone.key));
             }
         }
         let cf = backend::cf(self.mvcc.db(), CF_LEASE)?;

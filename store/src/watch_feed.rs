@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rudder_proto::mvccpb::{event::EventType, Event};
+use rudder_proto::mvccpb::Event;
 
 use crate::apply::EventSink;
 use crate::config::DROP_WATCH_EVENT_EVERY;
@@ -30,11 +30,11 @@ impl EventHistory for MvccHistory {
     }
 }
 
-/// Fills the `prev_kv` of put events the apply path left empty (see `WriteTxn::put`). A failed read
-/// leaves it empty and is logged: the write itself is already committed.
+/// Fills the `prev_kv` the apply path left empty (see `WriteTxn::put` and `delete_range`). A failed
+/// read leaves it empty and is logged: the write itself is already committed.
 fn fill_prev_kv(mvcc: &Mvcc, events: &mut [Event]) {
     for ev in events.iter_mut() {
-        if ev.r#type != EventType::Put as i32 || ev.prev_kv.is_some() {
+        if ev.prev_kv.is_some() {
             continue;
         }
         let Some(kv) = &ev.kv else { continue };

@@ -11,4 +11,4 @@ mod write;
 pub use index::KeyRange;
 pub use revision::Revision;
 pub use store::{KeyAt, LeaseAttachments, Mvcc, MvccError, ReadView};
-pub use write::{WriteOutcome, WriteTxn};
+pub use write::{Deleted, WriteOutcome, WriteTxn};

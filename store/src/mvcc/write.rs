@@ -35,8 +35,16 @@ pub struct WriteOutcome {
     /// The revision after this txn (unchanged if it wrote nothing).
     pub revision: i64,
     pub changes: Vec<(Vec<u8>, Change, Option<Live>)>,
-    /// The revision's events; a put's `prev_kv` is filled only if the put asked for it.
+    /// The revision's events; `prev_kv` is filled only for a put that asked for it.
     pub events: Vec<Event>,
+}
+
+/// A key a delete range removed.
+pub struct Deleted {
+    pub key: Vec<u8>,
+    pub lease: i64,
+    /// Its last value, present when the caller asked for values (or it was written in this txn).
+    pub value: Option<KeyValue>,
 }
 
 impl<'a> WriteTxn<'a> {
@@ -142,42 +150,57 @@ impl<'a> WriteTxn<'a> {
         Ok((prev_live, prev))
     }
 
-    /// Deletes every live key in the range and returns their last values.
-    pub fn delete_range(&mut self, key: &[u8], range_end: &[u8]) -> Result<Vec<KeyValue>, MvccError> {
+    /// Deletes every live key in the range. Each deleted key comes back with its lease and, only when
+    /// `want_values` is set (or it was written in this txn), its last value: reading values costs a storage read per key, which a large
+    /// prefix delete cannot afford when nobody asked for them. The events' `prev_kv` is filled later,
+    /// only if a watcher wants it (see `watch_feed`).
+    pub fn delete_range(&mut self, key: &[u8], range_end: &[u8], want_values: bool) -> Result<Vec<Deleted>, MvccError> {
         let range = KeyRange::new(key, range_end);
         let candidates = self.candidates(&range, 0)?;
         let view = self.mvcc.view();
         let mut deleted = Vec::with_capacity(candidates.len());
         for c in candidates {
-            let kv = match c {
-                Candidate::Stored(_, rev) => view.value(rev)?,
-                Candidate::Pending(kv) => kv,
-            };
-            deleted.push(kv);
+            deleted.push(match c {
+                Candidate::Stored(key, rev) => {
+                    let value = if want_values { Some(view.value(rev)?) } else { None };
+                    let lease = match &value {
+                        Some(kv) => kv.lease,
+                        None => self.mvcc.live(&key).map(|l| l.lease).unwrap_or(0),
+                    };
+                    Deleted { key, lease, value }
+                }
+                Candidate::Pending(kv) => Deleted {
+                    key: kv.key.clone(),
+                    lease: kv.lease,
+                    value: Some(kv),
+                },
+            });
         }
         drop(view);
         let cf = backend::cf(self.mvcc.db(), CF_KV)?;
-        for prev in &deleted {
+        for d in &deleted {
             let rev = Revision::new(self.main, self.sub);
             self.sub += 1;
             let tomb = KeyValue {
-                key: prev.key.clone(),
+                key: d.key.clone(),
                 ..Default::default()
             };
             self.batch.put_cf(cf, rev.to_key(true), tomb.encode_to_vec());
             self.changes
-                .push((prev.key.clone(), Change { rev, tombstone: true }, None));
+                .push((d.key.clone(), Change { rev, tombstone: true }, None));
             let event_kv = KeyValue {
-                key: prev.key.clone(),
+                key: d.key.clone(),
                 mod_revision: self.main,
                 ..Default::default()
             };
+            // A value read here travels with the event (as a put's asked-for prev_kv does); a value
+            // written earlier in this txn is always read, since the index does not hold it yet.
             self.events.push(Event {
                 r#type: EventType::Delete as i32,
                 kv: Some(event_kv),
-                prev_kv: Some(prev.clone()),
+                prev_kv: d.value.clone(),
             });
-            self.pending.insert(prev.key.clone(), None);
+            self.pending.insert(d.key.clone(), None);
         }
         Ok(deleted)
     }
