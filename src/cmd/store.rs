@@ -237,8 +237,22 @@ pub fn run(args: StoreArgs) -> anyhow::Result<()> {
         args.snapshot_dir.as_deref(),
         &config.data_dir,
     )?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // An explicit TOKIO_WORKER_THREADS wins; tokio reads it only when no count is set here.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        runtime.worker_threads(store_worker_threads());
+    }
+    let rt = runtime.enable_all().build()?;
     rt.block_on(serve(config, schedule))
+}
+
+/// One worker per two cores. A store's request path is short (decode, propose, wait for the group
+/// commit, answer), so spreading it over every core costs a cross-thread wake-up per request (measured:
+/// 1.6 futex calls and 1.8 extra writes per 1-client put on two workers, none on one) without adding
+/// throughput; RocksDB's flush and compaction threads and the fsync use the other cores.
+fn store_worker_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).max(1)
 }
 
 async fn serve(config: StoreConfig, schedule: ScheduleConfig) -> anyhow::Result<()> {
