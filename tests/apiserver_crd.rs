@@ -4,8 +4,10 @@
 //! Run: `CARGO_TARGET_DIR=/var/tmp/rudder-target cargo test --release --test apiserver_crd`.
 //! Knob: `RUDDER_KUBECTL` (kubectl binary).
 
+mod common;
+use common::free_port;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -17,10 +19,6 @@ const KUBECTL_DEFAULT: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
 
 fn kubectl_bin() -> String {
     std::env::var("RUDDER_KUBECTL").unwrap_or_else(|_| KUBECTL_DEFAULT.into())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Server {
@@ -95,7 +93,7 @@ impl Server {
             .expect("start rudder server");
         let kubeconfig = dir.path().join("data/kubeconfig.yaml");
         let store_url = etcd.map_or(store_url, str::to_string);
-        let s = Server {
+        let mut s = Server {
             child,
             dir,
             kubeconfig,
@@ -109,6 +107,7 @@ impl Server {
                     return s;
                 }
             }
+            common::assert_running(&mut s.child, &s.dir.path().join("server.log"));
             assert!(Instant::now() < deadline, "server not ready in time");
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -5,8 +5,10 @@
 //!
 //! Run: `cargo test --release --test apiserver_kinds`. Knob: `RUDDER_KUBECTL` (kubectl binary).
 
+mod common;
+use common::free_port;
+
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -15,10 +17,6 @@ const KUBECTL_DEFAULT: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
 
 fn kubectl_bin() -> String {
     std::env::var("RUDDER_KUBECTL").unwrap_or_else(|_| KUBECTL_DEFAULT.into())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Server {
@@ -75,7 +73,7 @@ impl Server {
             .spawn()
             .expect("start rudder server");
         let kubeconfig = dir.path().join("data/kubeconfig.yaml");
-        let s = Server { child, dir, kubeconfig };
+        let mut s = Server { child, dir, kubeconfig };
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if s.kubeconfig.exists() {
@@ -84,6 +82,7 @@ impl Server {
                     return s;
                 }
             }
+            common::assert_running(&mut s.child, &s.dir.path().join("server.log"));
             assert!(Instant::now() < deadline, "server not ready in time");
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -4,8 +4,10 @@
 //!
 //! Run: `cargo test --release --test apiserver_openapi`. Knob: `RUDDER_KUBECTL` (the kubectl 1.32 binary).
 
+mod common;
+use common::free_port;
+
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -14,14 +16,6 @@ const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
 
 fn kubectl_bin() -> String {
     std::env::var("RUDDER_KUBECTL").unwrap_or_else(|_| format!("{KUBECTL_DIR}/kubectl.1.32"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// Whitespace collapsed: kubectl wraps descriptions at 80 columns.
@@ -83,7 +77,7 @@ impl Server {
             .spawn()
             .expect("start rudder server");
         let kubeconfig = dir.path().join("data/kubeconfig.yaml");
-        let s = Server { child, dir, kubeconfig };
+        let mut s = Server { child, dir, kubeconfig };
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if s.kubeconfig.exists() {
@@ -92,6 +86,7 @@ impl Server {
                     return s;
                 }
             }
+            common::assert_running(&mut s.child, &s.dir.path().join("server.log"));
             assert!(Instant::now() < deadline, "server not ready in time");
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -1258,3 +1258,16 @@ pub fn poll_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Panics, quoting the head of `log` (where a start-up error is printed), if `child` has already exited:
+/// a server that failed to start should fail its test at once, not after the readiness deadline.
+pub fn assert_running(child: &mut std::process::Child, log: &Path) {
+    if let Ok(Some(status)) = child.try_wait() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let head: Vec<&str> = text.lines().take(30).collect();
+        panic!(
+            "server exited during start-up ({status}); server.log begins:\n{}",
+            head.join("\n")
+        );
+    }
+}
