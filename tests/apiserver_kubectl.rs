@@ -5,8 +5,10 @@
 //! Run: `CARGO_TARGET_DIR=/var/tmp/rudder-target cargo test --release --test apiserver_kubectl`.
 //! Knobs: `RUDDER_KUBECTL` (kubectl binary), `RUDDER_E2E_ETCD` (etcd binary).
 
+mod common;
+use common::free_port;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -16,10 +18,6 @@ const KUBECTL_DEFAULT: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32";
 
 fn kubectl_bin() -> String {
     std::env::var("RUDDER_KUBECTL").unwrap_or_else(|_| KUBECTL_DEFAULT.into())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Server {
@@ -115,7 +113,7 @@ impl Server {
             .spawn()
             .expect("start rudder server");
         let kubeconfig = dir.path().join("data/kubeconfig.yaml");
-        let s = Server {
+        let mut s = Server {
             child,
             etcd,
             dir,
@@ -129,6 +127,7 @@ impl Server {
                     return s;
                 }
             }
+            common::assert_running(&mut s.child, &s.dir.path().join("server.log"));
             assert!(Instant::now() < deadline, "server not ready in time");
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -1318,6 +1317,24 @@ fn kubectl_protobuf() {
         "jsonpath={.spec.replicas} {.spec.strategy.type} {.spec.strategy.rollingUpdate.maxSurge} {.spec.template.spec.containers[0].ports[0].containerPort}",
     ]);
     assert_eq!(got, "0 RollingUpdate 25% 80");
+    // What is stored is what upstream's Go round trip keeps: a zero in a non-pointer omitempty field is
+    // gone (`paused: false`, `hostNetwork: false`), a pointer's zero stays (`replicas: 0`, a claim's
+    // `storageClassName: ""`, which means "no class").
+    let manifest = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: still, namespace: pb}\nspec:\n  \
+        paused: false\n  replicas: 0\n  selector: {matchLabels: {app: still}}\n  template:\n    metadata: \
+        {labels: {app: still}}\n    spec: {hostNetwork: false, containers: [{name: c, image: busybox}]}\n---\n\
+        apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: claim, namespace: pb}\nspec:\n  \
+        storageClassName: \"\"\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n";
+    let o = s.kubectl_in(&["apply", "-f", "-"], manifest);
+    assert!(o.ok, "{}", o.stderr);
+    let d: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "deploy", "still", "-n", "pb", "-o", "json"])).expect("json");
+    assert_eq!(d["spec"].get("paused"), None, "{d}");
+    assert_eq!(d["spec"]["replicas"], 0, "{d}");
+    assert_eq!(d["spec"]["template"]["spec"].get("hostNetwork"), None, "{d}");
+    let c: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "pvc", "claim", "-n", "pb", "-o", "json"])).expect("json");
+    assert_eq!(c["spec"]["storageClassName"], "", "{c}");
     s.ok(&[
         "create",
         "configmap",
@@ -1534,6 +1551,34 @@ fn kubectl_protobuf() {
             status["message"],
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml"
         );
+        // Custom resources have no protobuf form: protobuf alone is a 406, client-go's
+        // `protobuf, json` is answered in JSON.
+        for (accept, want) in [(PB.to_string(), 406), (format!("{PB}, application/json"), 200)] {
+            let mut req = kube::core::Request::new("/apis/example.com/v1/namespaces/pb/pbs".to_string())
+                .list(&Default::default())
+                .expect("request");
+            req.headers_mut().insert("accept", accept.parse().expect("header"));
+            let resp = client.send(req.map(kube::client::Body::from)).await.expect("send");
+            assert_eq!(resp.status().as_u16(), want, "{accept}");
+            let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let body = resp.into_body().collect_bytes().await.expect("body").to_vec();
+            if want == 200 {
+                assert_eq!(ct.as_deref(), Some("application/json"));
+                continue;
+            }
+            // The Status is negotiated without the endpoint's restriction, so it may be protobuf.
+            let json = if ct.as_deref() == Some(PB) {
+                rudder_apiserver::protobuf::request_to_json(&body, "Object").expect("protobuf status")
+            } else {
+                body
+            };
+            let status: serde_json::Value = serde_json::from_slice(&json).expect("json status");
+            assert_eq!((status["code"].as_i64(), status["reason"].as_str()), (Some(406), Some("NotAcceptable")));
+            assert_eq!(
+                status["message"],
+                "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf"
+            );
+        }
     });
     assert_eq!(s.ok(&["get", "--raw", "/readyz"]).trim(), "ok");
 }

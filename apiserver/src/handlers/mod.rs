@@ -2,6 +2,7 @@
 //! negotiation, and dispatch to the verb handlers.
 
 pub(crate) mod delete;
+mod negotiate;
 pub(crate) mod patch;
 mod pods;
 mod read;
@@ -207,6 +208,10 @@ async fn route(
         return Ok(json_response(201, &review));
     }
     if let Some(gv) = trimmed.strip_prefix("/openapi/v3/") {
+        if !negotiate::accepts_openapi_json(accept) {
+            // kube-openapi answers a bare 406 when no range takes JSON (we do not serve its protobuf form).
+            return Ok(http::StatusCode::NOT_ACCEPTABLE.into_response());
+        }
         return openapi::group_version(gv)
             .map(|d| json_response(200, &d))
             .ok_or_else(|| ApiError::new(404, "NotFound", "the server could not find the requested resource"));
@@ -275,15 +280,25 @@ async fn route(
     if r.namespaced && namespace.is_none() && (name.is_some() || *method == Method::POST) {
         return Err(not_found());
     }
+    let is_watch = watch_path || q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    // Object endpoints negotiate their answer first (406 when nothing acceptable is served); a pod's
+    // streaming and action subresources answer in their own forms.
+    let table = if sub.is_some_and(pods::is_pod_subresource) {
+        accept.contains("as=Table")
+    } else {
+        let endpoint = negotiate::Endpoint {
+            protobuf: r.custom.is_none() || sub == Some("scale"),
+        };
+        negotiate::negotiate(accept, endpoint, is_watch)?.table
+    };
     let ctx = Ctx {
         server,
         r,
         namespace,
-        table: accept.contains("as=Table"),
+        table,
         subresource: sub.filter(|s| *s != "scale"),
         user_agent,
     };
-    let is_watch = watch_path || q.get("watch").is_some_and(|w| w == "true" || w == "1");
     let body_owned;
     let body = if crate::protobuf::is_protobuf(content_type)
         && (matches!(*method, Method::POST | Method::PUT) || (*method == Method::DELETE && !body.is_empty()))

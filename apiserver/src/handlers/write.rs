@@ -165,11 +165,23 @@ impl ApiError {
 
 impl Ctx<'_> {
     /// The resource's defaults, plus what needs the server: a CRD's names are granted against the other
-    /// CRDs (`old`: the stored object on an update).
+    /// CRDs (`old`: the stored object on an update). Every write (create, update, patch, apply, status)
+    /// passes here before validation and storage.
+    ///
+    /// A built-in object also takes the Go round trip upstream's decoding gives it: a zero in a
+    /// non-pointer `omitempty` scalar is absent, to the defaulting (`restartPolicy: ""` is unset) and in
+    /// what is stored (defaults and server-set fields included). Custom resources have no Go struct.
     fn default_object(&self, old: Option<&Value>, obj: &mut Value) {
+        let builtin = self.r.custom.is_none();
+        if builtin {
+            crate::protobuf::drop_go_omitted(obj);
+        }
         self.r.default_object(obj);
         if self.r.builtin_kind() == Some("CustomResourceDefinition") {
             crate::crd::accept_names_among_stored(self.server, old, obj);
+        }
+        if builtin {
+            crate::protobuf::drop_go_omitted(obj);
         }
     }
 }

@@ -2,16 +2,16 @@
 //! back (`encode`), over `serde_json::Value`, with prost's wire primitives.
 //!
 //! Decoding follows what upstream's JSON of the decoded Go object holds: Go clients send every non-pointer
-//! field, so an empty string (or byte string) in a singular field is dropped, as `omitempty` would;
-//! numbers and booleans keep their presence (`replicas: 0` stays, it means something), as do messages
-//! (`emptyDir: {}`). A zero metav1.Time is dropped (upstream's JSON has `null`).
+//! field, and a zero one is dropped where the Go struct has `omitempty` on a non-pointer scalar (`omitted`);
+//! pointers keep their zero (`replicas: 0` means something), as do messages (`emptyDir: {}`). A zero
+//! metav1.Time is dropped (upstream's JSON has `null`).
 
 use base64::Engine;
 use bytes::Buf;
 use prost::encoding::{decode_key, decode_varint, encode_key, encode_varint, skip_field, DecodeContext, WireType};
 use serde_json::{Map, Number, Value};
 
-use super::schema::{Label, Message, Schema, Special, Ty};
+use super::schema::{Field, Label, Message, Schema, Special, Ty};
 use super::MAGIC;
 
 /// Deeper than any Kubernetes object; bounds the recursion on hostile input (prost's limit too).
@@ -93,12 +93,7 @@ impl Decoder<'_> {
                 }
                 Label::Optional => {
                     let v = self.single(m, &f.json, ty, wt, &mut buf, depth)?;
-                    let empty = match &v {
-                        Value::String(s) => s.is_empty() && matches!(ty, Ty::Str | Ty::Bytes),
-                        Value::Null => true,
-                        _ => false,
-                    };
-                    if !empty {
+                    if !omitted(m, f, &v) {
                         out.insert(f.json.clone(), v);
                     } else {
                         out.remove(&f.json);
@@ -258,6 +253,32 @@ impl Decoder<'_> {
                 _ => by_tag(1).cloned().unwrap_or(Value::Null),
             },
         })
+    }
+}
+
+/// Whether a decoded singular value is absent from the JSON of upstream's Go object. Go clients send every
+/// non-pointer field. Where the table knows the message's Go struct, a zero drops only from a non-pointer
+/// scalar with `omitempty` (`paused: false`; `replicas: 0` and `storageClassName: ""` are pointers and
+/// stay, as does a non-omitempty `name: ""`); elsewhere every empty string drops. Empty byte strings and
+/// a zero metav1.Time (`null`) always drop.
+fn omitted(m: &Message, f: &Field, v: &Value) -> bool {
+    let ty = f.raw.ty;
+    match v {
+        Value::Null => true,
+        Value::String(s) if ty == Ty::Bytes => s.is_empty(),
+        _ if m.go_known && m.special == Special::None => f.go_omitempty && is_zero(ty, v),
+        Value::String(s) => s.is_empty() && ty == Ty::Str,
+        _ => false,
+    }
+}
+
+/// A Go scalar's zero value (`""`, `false`, `0`) as JSON of the field's protobuf type.
+pub(crate) fn is_zero(ty: Ty, v: &Value) -> bool {
+    match (ty, v) {
+        (Ty::Str, Value::String(s)) => s.is_empty(),
+        (Ty::Bool, Value::Bool(b)) => !b,
+        (Ty::I32 | Ty::I64 | Ty::F64, Value::Number(n)) => n.as_f64() == Some(0.0),
+        _ => false,
     }
 }
 

@@ -8,6 +8,7 @@
 //! between their wire form and JSON is `codec.rs`.
 
 mod codec;
+mod omit;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -18,6 +19,8 @@ use serde_json::Value;
 use crate::error::{ApiError, ApiResult};
 use codec::{take, DecodeError, Decoder, Encoder};
 use schema::Schema;
+
+pub use omit::drop_go_omitted;
 
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 pub const WATCH_CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf;stream=watch";

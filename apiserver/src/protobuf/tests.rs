@@ -97,7 +97,7 @@ fn deployment() -> Value {
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": 1}},
             "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600,
         },
-        "status": {"observedGeneration": 3, "replicas": 0,
+        "status": {"observedGeneration": 3, "replicas": 2,
             "conditions": [{"type": "Available", "status": "True", "lastUpdateTime": "2024-05-06T07:08:09Z",
                 "lastTransitionTime": "2024-05-06T07:08:10Z", "reason": "MinimumReplicasAvailable", "message": "ok"}]},
     })
@@ -333,7 +333,8 @@ fn we_decode_what_k8s_pb_encodes() {
     let v = request(&envelope("v1", "Pod", pod.encode_to_vec()), "Pod").expect("decodes");
     let probe = &v["spec"]["containers"][0]["readinessProbe"];
     assert_eq!(probe["tcpSocket"], json!({"port": 8080}));
-    assert_eq!(probe["timeoutSeconds"], 0);
+    // A non-pointer omitempty int32: Go's JSON of the decoded object has no zero (defaulting then sets 1).
+    assert_eq!(probe.get("timeoutSeconds"), None);
     let lease = k8s_pb::api::coordination::v1::Lease {
         metadata: None,
         spec: Some(k8s_pb::api::coordination::v1::LeaseSpec {
@@ -558,4 +559,38 @@ fn the_table_covers_every_served_kind() {
     // Fields the 1.32 schemas do not have are newer than the API we serve; clients of 1.32 never send them.
     // Their count is a tripwire for a k8s-pb upgrade that renames what we do serve.
     assert!(guessed.len() < 60, "{} guessed JSON names: {guessed:#?}", guessed.len());
+}
+
+#[test]
+fn go_round_trip_drops_only_non_pointer_omitempty_zeros() {
+    let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "generation": 0},
+        "spec": {"replicas": 0, "paused": false, "minReadySeconds": 0, "selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {}, "spec": {"hostNetwork": false, "containers": [{"name": "c", "image": "",
+                "ports": [{"containerPort": 80, "hostPort": 0}], "stdin": false}]}}},
+        "status": {"replicas": 0, "readyReplicas": 0}});
+    drop_go_omitted(&mut d);
+    assert_eq!(
+        d,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {}, "spec": {"containers": [{"name": "c",
+                    "ports": [{"containerPort": 80}]}]}}},
+            "status": {}})
+    );
+    // Pointers keep their zero: a PVC's storageClassName "" means "no class", not "the default".
+    let mut pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"},
+        "spec": {"storageClassName": "", "volumeName": "", "accessModes": ["ReadWriteOnce"]}});
+    drop_go_omitted(&mut pvc);
+    assert_eq!(
+        pvc["spec"],
+        json!({"storageClassName": "", "accessModes": ["ReadWriteOnce"]})
+    );
+    // A field without omitempty keeps its zero; custom resources are left alone.
+    let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "m"}, "immutable": false});
+    drop_go_omitted(&mut cm);
+    assert_eq!(cm["immutable"], false);
+    let mut cr = json!({"apiVersion": "example.com/v1", "kind": "Widget", "spec": {"paused": false}});
+    let before = cr.clone();
+    drop_go_omitted(&mut cr);
+    assert_eq!(cr, before);
 }
