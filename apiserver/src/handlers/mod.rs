@@ -146,7 +146,7 @@ async fn dispatch(State(server): State<Arc<ApiServer>>, req: Request) -> Respons
         content_type: &content_type,
         user_agent: &user_agent,
     };
-    let protobuf = crate::protobuf::prefers_protobuf(&accept);
+    let protobuf = negotiate::prefers_protobuf(&accept);
     let resp = crate::protobuf::with_output(protobuf, async {
         match route(&server, &req, &q, &body).await {
             Ok(r) => r,

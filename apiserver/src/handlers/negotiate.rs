@@ -6,8 +6,8 @@
 //! `Accept: application/vnd.kubernetes.protobuf` alone is a 406 while
 //! `application/vnd.kubernetes.protobuf, application/json` (client-go's) is answered in JSON.
 //!
-//! Which of JSON and protobuf the answer is written in stays `protobuf::prefers_protobuf`'s choice (it
-//! also encodes errors, where upstream negotiates without endpoint restrictions).
+//! Which of JSON and protobuf the answer is written in is `prefers_protobuf`, the same negotiation
+//! without the endpoint's restrictions (it also encodes errors, as upstream's error path does).
 
 use crate::error::ApiError;
 
@@ -136,6 +136,17 @@ fn first(clauses: &[Clause], endpoint: Endpoint) -> Option<Negotiated> {
             .iter()
             .find_map(|&media| acceptable(c, media, endpoint).map(|table| Negotiated { media, table }))
     })
+}
+
+/// Whether an answer is written in protobuf when its kind has a protobuf form (errors too): the first
+/// acceptable range decides. A protobuf range asking for a conversion does not count: we write
+/// conversions (Tables, partial metadata) in JSON.
+pub(crate) fn prefers_protobuf(accept: &str) -> bool {
+    let plain: Vec<Clause> = clauses(accept)
+        .into_iter()
+        .filter(|c| !(c.subtype == Media::Protobuf.subtype() && c.params.iter().any(|(k, _)| k == "as")))
+        .collect();
+    first(&plain, Endpoint { protobuf: true }).is_some_and(|n| n.media == Media::Protobuf)
 }
 
 /// The 406 upstream answers, naming the media types of the serializers (`stream` for a watch).
@@ -278,6 +289,31 @@ mod tests {
             media("application/yaml;stream=watch, application/json", BUILTIN, true),
             Ok(Media::Json)
         );
+    }
+
+    #[test]
+    fn protobuf_preference() {
+        assert!(prefers_protobuf("application/vnd.kubernetes.protobuf,application/json"));
+        assert!(prefers_protobuf("application/vnd.kubernetes.protobuf"));
+        assert!(!prefers_protobuf(
+            "application/json, application/vnd.kubernetes.protobuf"
+        ));
+        assert!(prefers_protobuf(
+            "application/json;q=0.5, application/vnd.kubernetes.protobuf"
+        ));
+        assert!(!prefers_protobuf(
+            "application/vnd.kubernetes.protobuf;q=0.2, application/json"
+        ));
+        assert!(!prefers_protobuf("*/*"));
+        assert!(!prefers_protobuf(""));
+        assert!(prefers_protobuf("*/*, application/vnd.kubernetes.protobuf"));
+        assert!(!prefers_protobuf(
+            "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,application/json"
+        ));
+        assert!(!prefers_protobuf(
+            "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+        ));
+        assert!(prefers_protobuf("text/html, application/vnd.kubernetes.protobuf"));
     }
 
     #[test]

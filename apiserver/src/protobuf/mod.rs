@@ -49,41 +49,6 @@ pub fn is_protobuf(content_type: &str) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case(CONTENT_TYPE))
 }
 
-/// Whether the Accept header prefers protobuf over JSON: the highest q wins, then the more specific range,
-/// then the earlier one (upstream's negotiation). Ranges asking for a transformation (`as=Table`,
-/// `as=PartialObjectMetadata`) are not plain protobuf and do not count for it.
-pub fn prefers_protobuf(accept: &str) -> bool {
-    let mut best: Option<(f32, u8, bool)> = None;
-    for range in accept.split(',') {
-        let mut parts = range.split(';');
-        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-        let mut q = 1.0f32;
-        let mut transform = false;
-        for p in parts {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            match k.trim() {
-                "q" => q = v.trim().parse().unwrap_or(0.0),
-                "as" => transform = true,
-                _ => {}
-            }
-        }
-        let (specific, proto) = match media.as_str() {
-            CONTENT_TYPE if !transform => (2, true),
-            "application/json" | "application/yaml" => (2, false),
-            "application/*" => (1, false),
-            "*/*" => (0, false),
-            _ => continue,
-        };
-        if q <= 0.0 {
-            continue;
-        }
-        if best.is_none_or(|(bq, bs, _)| q > bq || (q == bq && specific > bs)) {
-            best = Some((q, specific, proto));
-        }
-    }
-    best.is_some_and(|(_, _, proto)| proto)
-}
-
 /// The kind (apiVersion, kind) the envelope named, when it could be read.
 type Gvk = Option<(String, String)>;
 
